@@ -1,0 +1,291 @@
+"""The entry point behind ``recipes/pretrain_*.py``.
+
+Examples:
+    $ python recipes/pretrain_stl10.py --data-root data/stl10 --method mocov2 --epochs 400
+    $ python recipes/pretrain_stl10.py --data-root data/stl10 --resume auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from lightly_amix.config import METHODS, PretrainConfig, load_config, to_yaml
+from lightly_amix.data import build_dataset, moco_v2_transform
+from lightly_amix.models import METHODS as METHOD_CLASSES
+from lightly_amix.training import EpochSeed, PretrainDataModule
+
+INTERRUPTED_NAME = "interrupted"
+
+_EPILOG = """\
+configuration precedence (lowest first):
+  dataclass defaults < --config YAML < flags such as --epochs < --set key=value
+
+examples:
+  # paper settings (see recipes/configs/), on 1 GPU
+  python {prog} --data-root data/stl10 --method mocov2
+  # a 1-minute smoke test on the CPU
+  python {prog} --data-root data/stl10 --epochs 1 --batch-size 8 --limit-batches 2 \\
+      --queue-size 64 --accelerator cpu --output-dir out/smoke
+  # 4 GPUs with DDP and bf16, then continue after an interruption
+  python {prog} --data-root data/stl10 --devices 4 --strategy ddp --precision bf16-mixed
+  python {prog} --data-root data/stl10 --devices 4 --strategy ddp --resume auto
+
+outputs in --output-dir: config.yaml, last.ckpt (every epoch), epochNNN.ckpt (every
+trainer.keep_every epochs), interrupted.ckpt (on Ctrl-C or an error), logs/version_N/
+(CSV) and tb/version_N/ (TensorBoard; one version per launch), and backbone.pt: a
+torchvision ResNet state_dict without fc, e.g.
+  sd = torch.load("out/backbone.pt", weights_only=True)
+  torchvision.models.resnet18().load_state_dict(sd, strict=False)  # only fc.* missing
+"""
+
+
+def build_parser(dataset: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """The recipes' command line; every flag maps to one config key."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"Self-supervised pre-training on {dataset} with MoCo v2 (+ AMix).",
+        epilog=_EPILOG.format(prog=prog or "recipe.py"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--data-root", help="folder of the data set (data.root); see README, 'Data'")
+    add(
+        "--download",
+        action="store_true",
+        default=None,
+        help="download the data set with torchvision first (needs internet)",
+    )
+    add(
+        "--method",
+        default="mocov2",
+        choices=METHODS,
+        help="pre-training method; selects recipes/configs/<dataset>_<method>.yaml "
+        "(default: %(default)s)",
+    )
+    add("--config", help="YAML config to use instead of the recipe's default one")
+    add(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set model.temperature=0.1 (repeatable)",
+    )
+    add("--backbone", help="model.backbone: resnet18, resnet34 or resnet50")
+    add("--epochs", type=int, help="trainer.epochs")
+    add("--batch-size", type=int, help="trainer.batch_size: images per device per step")
+    add(
+        "--limit-batches",
+        type=int,
+        help="trainer.limit_batches: batches per epoch, for quick checks",
+    )
+    add("--queue-size", type=int, help="model.queue_size: negatives in the memory bank")
+    add("--output-dir", help="trainer.output_dir: checkpoints, logs and backbone.pt")
+    add("--resume", help="checkpoint to resume from, or 'auto' for the newest in --output-dir")
+    add("--accelerator", help="trainer.accelerator: auto, cpu, gpu, ...")
+    add("--devices", help="trainer.devices: auto, a count, or a comma-separated list of ids")
+    add("--strategy", help="trainer.strategy: auto, ddp, ...")
+    add("--precision", help="trainer.precision: 32-true, bf16-mixed, 16-mixed")
+    add("--seed", type=int, help="trainer.seed")
+    add("--num-workers", type=int, help="data.num_workers: loader processes")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "method": args.method,
+        "data.root": args.data_root,
+        "data.download": args.download,
+        "data.num_workers": args.num_workers,
+        "model.backbone": args.backbone,
+        "model.queue_size": args.queue_size,
+        "trainer.epochs": args.epochs,
+        "trainer.batch_size": args.batch_size,
+        "trainer.limit_batches": args.limit_batches,
+        "trainer.output_dir": args.output_dir,
+        "trainer.resume": args.resume,
+        "trainer.accelerator": args.accelerator,
+        "trainer.devices": args.devices,
+        "trainer.strategy": args.strategy,
+        "trainer.precision": args.precision,
+        "trainer.seed": args.seed,
+    }
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """``auto`` -> ``"auto"``, ``"2"`` -> 2, ``"0,1"`` -> [0, 1]."""
+    text = devices.strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"Invalid devices '{devices}': expected 'auto', a count such as 2, or ids such as 0,1."
+        ) from None
+
+
+def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
+    """Returns the checkpoint to resume from: an explicit path, the newest one, or None."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        candidates = [output_dir / "last.ckpt", output_dir / f"{INTERRUPTED_NAME}.ckpt"]
+        existing = [path for path in candidates if path.is_file()]
+        if not existing:
+            print(f"--resume auto: no checkpoint in {output_dir}, starting from scratch.")
+            return None
+        newest = max(existing, key=lambda path: path.stat().st_mtime)
+        return str(newest)
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume {resume}: no such checkpoint. Pass an existing .ckpt file, or 'auto' to "
+            f"pick the newest of last.ckpt / {INTERRUPTED_NAME}.ckpt in the output directory."
+        )
+    return str(path)
+
+
+def build_trainer(
+    cfg: PretrainConfig, output_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
+    """A Lightning Trainer with checkpoints, CSV/TensorBoard logs and per-epoch seeding."""
+    t = cfg.trainer
+    callbacks: list[pl.Callback] = [
+        # last.ckpt, overwritten at the end of every epoch (Lightning's save_last only writes
+        # when a top-k checkpoint was written at the same step).
+        ModelCheckpoint(
+            dirpath=output_dir,
+            filename="last",
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
+        ),  # fmt: skip
+        ModelCheckpoint(
+            dirpath=output_dir,
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_top_k=-1,
+            every_n_epochs=t.keep_every,
+        ),
+        OnExceptionCheckpoint(dirpath=output_dir, filename=INTERRUPTED_NAME),
+        EpochSeed(t.seed),
+        *extra_callbacks,
+    ]
+    # One version_N folder per launch, so a resumed run never overwrites earlier logs.
+    loggers = [CSVLogger(output_dir, name="logs"), TensorBoardLogger(output_dir, name="tb")]
+    log_every = t.log_every_n_steps
+    if t.limit_batches is not None:
+        log_every = min(log_every, t.limit_batches)
+    return pl.Trainer(
+        max_epochs=t.epochs,
+        limit_train_batches=t.limit_batches if t.limit_batches is not None else 1.0,
+        accelerator=t.accelerator,
+        devices=parse_devices(t.devices),
+        strategy=t.strategy,
+        precision=t.precision,  # type: ignore[arg-type]
+        sync_batchnorm=t.sync_batchnorm,
+        callbacks=callbacks,
+        logger=loggers,
+        log_every_n_steps=log_every,
+        reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,
+        enable_progress_bar=True,
+    )
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def pretrain_main(
+    argv: Sequence[str] | None = None,
+    dataset: str = "stl10",
+    config_dir: str | Path | None = None,
+    prog: str | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> int:
+    """Runs pre-training from command-line arguments; returns the process exit code.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+        dataset: Data set name; with ``--method`` it selects ``<dataset>_<method>.yaml``.
+        config_dir: Folder of the default configs (``recipes/configs``).
+        prog: Program name shown by ``--help``.
+        callbacks: Extra Lightning callbacks (e.g. for monitoring when embedding the recipe).
+    """
+    args = build_parser(dataset, prog).parse_args(argv)
+    config_path: Path | None = Path(args.config) if args.config else None
+    if config_path is None and config_dir is not None:
+        slug = dataset.replace("-", "_")
+        config_path = Path(config_dir) / f"{slug}_{args.method}.yaml"
+    try:
+        cfg = load_config(config_path, overrides=args.overrides, flags=_flags(args))
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(str(exc))
+    output_dir = Path(cfg.trainer.output_dir)
+    try:
+        ckpt_path = resolve_resume(cfg.trainer.resume, output_dir)
+        parse_devices(cfg.trainer.devices)
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(str(exc))
+
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    try:
+        train_set = build_dataset(
+            cfg.data.dataset,
+            cfg.data.root,
+            cfg.data.split,
+            transform=moco_v2_transform(cfg.data.image_size),
+            download=cfg.data.download,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        return _error(str(exc))
+
+    n_images = len(train_set)  # type: ignore[arg-type]
+    print(f"Writing to {output_dir.resolve()}")
+    print("Effective config:\n" + textwrap.indent(to_yaml(cfg), "  "))
+    print(f"Data set: {cfg.data.dataset} '{cfg.data.split}' in {cfg.data.root}: {n_images} images")
+    if cfg.model.queue_size > n_images:
+        warnings.warn(
+            f"model.queue_size ({cfg.model.queue_size}) is larger than the data set "
+            f"({n_images} images): the queue will hold several keys of the same image. "
+            f"Use --queue-size {n_images} or less.",
+            stacklevel=1,
+        )
+    if n_images < cfg.trainer.batch_size:
+        return _error(
+            f"the data set has {n_images} images, fewer than one batch "
+            f"({cfg.trainer.batch_size}); lower --batch-size."
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(to_yaml(cfg))
+
+    model = METHOD_CLASSES[cfg.method](cfg.model, cfg.optim, batch_size=cfg.trainer.batch_size)
+    datamodule = PretrainDataModule(
+        train_set, cfg.trainer.batch_size, cfg.data.num_workers, cfg.trainer.seed
+    )
+    trainer = build_trainer(cfg, output_dir, callbacks)
+    if ckpt_path:
+        print(f"Resuming from {ckpt_path}")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    if trainer.global_rank == 0:
+        backbone_path = output_dir / "backbone.pt"
+        torch.save(model.export_backbone_state_dict(), backbone_path)
+        print(f"Saved {output_dir / 'last.ckpt'} and {backbone_path}")
+    return 0

@@ -1,0 +1,289 @@
+"""Typed configuration for pre-training: YAML files, ``--set key=value`` overrides, validation.
+
+A run is described by one :class:`PretrainConfig`, made of small sections (``data``, ``model``,
+``optim``, ``trainer``). The schema is a set of dataclasses; YAML files and dotted overrides are
+merged onto it with OmegaConf (already installed with Lightly through hydra-core), which checks
+types. Unknown keys are an error that lists the valid keys of the section.
+
+Precedence, lowest first: dataclass defaults < YAML file (``--config``) < command-line flags
+(``--epochs``, ...) < ``--set key=value``.
+
+Examples:
+    >>> cfg = load_config("recipes/configs/stl10_mocov2.yaml", overrides=["trainer.epochs=1"])
+    >>> cfg.model.queue_size
+    65536
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+METHODS = ("mocov2",)
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from.
+
+    Attributes:
+        dataset: One of ``stl10``, ``tiny-imagenet``, ``imagenet``, ``folder``, ``fashion-mnist``.
+        root: Folder holding the data set (see README, "Data").
+        split: Split used for pre-training (STL-10: ``train+unlabeled``, 105k images).
+        image_size: Side of the square crops fed to the network.
+        num_workers: DataLoader worker processes.
+        download: Use torchvision's downloader (needs internet; STL-10, Fashion-MNIST only).
+    """
+
+    dataset: str = "stl10"
+    root: str = "data"
+    split: str = "train+unlabeled"
+    image_size: int = 96
+    num_workers: int = 8
+    download: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and MoCo v2 settings (paper §4.1; spec §6).
+
+    Attributes:
+        backbone: torchvision ResNet name.
+        cifar_stem: 3x3 stride-1 first conv and no max-pool (for inputs of at most 64 px).
+        proj_hidden_dim: Hidden width of the projection head; ``None`` uses the backbone's
+            feature width (512 for ResNet-18, 2048 for ResNet-50), as MoCo v2 does.
+        proj_output_dim: Projection (embedding) dimension.
+        queue_size: Number of negatives in the memory bank (at most the data set size).
+        temperature: InfoNCE temperature.
+        momentum: EMA momentum of the key encoder (start value with the cosine schedule).
+        momentum_schedule: ``constant``, or ``cosine`` from ``momentum`` to 1 over training.
+        shuffle_bn: Shuffle the key batch (across devices under DDP) before the key encoder.
+    """
+
+    backbone: str = "resnet18"
+    cifar_stem: bool = False
+    proj_hidden_dim: int | None = None
+    proj_output_dim: int = 128
+    queue_size: int = 65536
+    temperature: float = 0.2
+    momentum: float = 0.999
+    momentum_schedule: str = "constant"
+    shuffle_bn: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a cosine learning-rate schedule (MoCo v2 settings).
+
+    Attributes:
+        base_lr: Learning rate for a global batch of 256; scaled linearly with the batch.
+        momentum: SGD momentum.
+        weight_decay: Weight decay, not applied to norm layers and biases.
+        warmup_epochs: Linear warm-up length in epochs (0 disables it).
+    """
+
+    base_lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings and run bookkeeping.
+
+    Attributes:
+        epochs: Number of pre-training epochs.
+        batch_size: Images per device per step.
+        limit_batches: Batches per epoch (``None``: the whole data set); for quick checks.
+        accelerator: ``auto``, ``cpu``, ``gpu``, ...
+        devices: ``auto``, a count (``"2"``), or a list (``"0,1"``).
+        strategy: ``auto``, ``ddp``, ...
+        precision: Lightning precision string (``32-true``, ``bf16-mixed``, ``16-mixed``).
+        sync_batchnorm: Convert BatchNorm layers to SyncBatchNorm under DDP.
+        seed: Global seed; every epoch's randomness is derived from it and the epoch number.
+        output_dir: Where checkpoints, logs and ``backbone.pt`` are written.
+        resume: Checkpoint to resume from, ``auto`` (the newest in ``output_dir``), or ``None``.
+        log_every_n_steps: Logging interval.
+        keep_every: Keep a numbered checkpoint every this many epochs (``last.ckpt`` is
+            written every epoch).
+    """
+
+    epochs: int = 400
+    batch_size: int = 256
+    limit_batches: int | None = None
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    sync_batchnorm: bool = False
+    seed: int = 0
+    output_dir: str = "out"
+    resume: str | None = None
+    log_every_n_steps: int = 50
+    keep_every: int = 50
+
+
+@dataclass
+class PretrainConfig:
+    """Everything that defines a pre-training run."""
+
+    method: str = "mocov2"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def _section_keys(schema: DictConfig, dotted: str) -> list[str]:
+    """Returns the valid keys of the section that holds ``dotted`` (a full key)."""
+    node: Any = schema
+    for part in dotted.split(".")[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            break
+        node = node[part]
+    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _merge(schema: DictConfig, update: Any, source: str) -> DictConfig:
+    """Merges ``update`` onto ``schema``, turning OmegaConf errors into clear ValueErrors."""
+    try:
+        merged = OmegaConf.merge(schema, update)
+    except ConfigKeyError as exc:
+        key = str(exc.full_key or exc.key or "?")
+        section = key.rsplit(".", 1)[0] if "." in key else "<top level>"
+        raise ValueError(
+            f"Unknown config key '{key}' in {source}. Valid keys in {section}: "
+            f"{', '.join(_section_keys(schema, key))}."
+        ) from None
+    except OmegaConfBaseException as exc:
+        key = str(getattr(exc, "full_key", None) or "?")
+        reason = str(exc.msg).splitlines()[0]
+        raise ValueError(f"Invalid value for config key '{key}' in {source}: {reason}.") from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
+    pairs = list(overrides)
+    for item in pairs:
+        if "=" not in item or item.startswith("="):
+            raise ValueError(
+                f"Bad override '{item}': expected key=value with a dotted key, "
+                "e.g. --set model.temperature=0.2"
+            )
+    return OmegaConf.from_dotlist(pairs)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> PretrainConfig:
+    """Builds a validated :class:`PretrainConfig`.
+
+    Args:
+        path: YAML file whose nested keys mirror the dataclasses (optional).
+        overrides: ``key=value`` strings with dotted keys, applied last.
+        flags: Dotted key -> value pairs from command-line flags; ``None`` values are ignored.
+
+    Returns:
+        The merged and validated config.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: On unknown keys (the message lists the valid ones), wrong types or values.
+
+    Examples:
+        >>> cfg = load_config(overrides=["model.backbone=resnet50", "trainer.epochs=1"])
+        >>> cfg.model.backbone
+        'resnet50'
+    """
+    merged = OmegaConf.structured(PretrainConfig)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file '{path}' does not exist.")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"Config file '{path}' must hold a mapping, got {type(data).__name__}."
+            )
+        merged = _merge(merged, data, f"config file '{path}'")
+    if flags:
+        given = [
+            f"{key}={_yaml_scalar(value)}" for key, value in flags.items() if value is not None
+        ]
+        merged = _merge(merged, OmegaConf.from_dotlist(given), "command-line flags")
+    merged = _merge(merged, _parse_overrides(overrides), "--set overrides")
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, PretrainConfig)
+    validate(cfg)
+    return cfg
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _choice(value: str, valid: Iterable[str], key: str) -> None:
+    valid = tuple(valid)
+    if value not in valid:
+        raise ValueError(f"Invalid {key} '{value}'. Expected one of: {', '.join(valid)}.")
+
+
+def _positive(value: float | int, key: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Invalid {key} {value}: expected a number {bound}.")
+
+
+def validate(cfg: PretrainConfig) -> None:
+    """Checks values that types alone cannot check; raises ValueError naming the key."""
+    _choice(cfg.method, METHODS, "method")
+    _choice(cfg.model.backbone, BACKBONES, "model.backbone")
+    _choice(cfg.model.momentum_schedule, MOMENTUM_SCHEDULES, "model.momentum_schedule")
+    _positive(cfg.data.image_size, "data.image_size")
+    _positive(cfg.data.num_workers, "data.num_workers", allow_zero=True)
+    _positive(cfg.model.queue_size, "model.queue_size")
+    _positive(cfg.model.proj_output_dim, "model.proj_output_dim")
+    if cfg.model.proj_hidden_dim is not None:
+        _positive(cfg.model.proj_hidden_dim, "model.proj_hidden_dim")
+    _positive(cfg.model.temperature, "model.temperature")
+    if not 0.0 <= cfg.model.momentum <= 1.0:
+        raise ValueError(f"Invalid model.momentum {cfg.model.momentum}: expected 0 <= m <= 1.")
+    _positive(cfg.optim.base_lr, "optim.base_lr")
+    _positive(cfg.optim.weight_decay, "optim.weight_decay", allow_zero=True)
+    _positive(cfg.optim.warmup_epochs, "optim.warmup_epochs", allow_zero=True)
+    _positive(cfg.trainer.epochs, "trainer.epochs")
+    _positive(cfg.trainer.batch_size, "trainer.batch_size")
+    _positive(cfg.trainer.keep_every, "trainer.keep_every")
+    _positive(cfg.trainer.log_every_n_steps, "trainer.log_every_n_steps")
+    if cfg.trainer.limit_batches is not None:
+        _positive(cfg.trainer.limit_batches, "trainer.limit_batches")
+    if cfg.optim.warmup_epochs >= cfg.trainer.epochs and cfg.optim.warmup_epochs > 0:
+        raise ValueError(
+            f"optim.warmup_epochs ({cfg.optim.warmup_epochs}) must be smaller than "
+            f"trainer.epochs ({cfg.trainer.epochs})."
+        )
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Returns a plain nested dict of a config dataclass (for logging and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    """Returns the config as YAML text, in the layout that :func:`load_config` reads."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,180 @@
+"""Datasets and image transforms for pre-training and evaluation.
+
+Every dataset returns `(image, label)`: an RGB PIL image passed through the optional
+`transform`, and an int label (-1 when unknown). Every dataset has `__len__`, `classes`
+(list of class names, empty when unknown) and `labels` (numpy int64 array with the label
+of every sample, readable without decoding images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from lightly_amix.data.errors import DatasetFormatError
+from lightly_amix.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DEFAULT_ROOT,
+    FASHION_MNIST_SPLITS,
+    FashionMNIST,
+    read_idx_ubyte,
+)
+from lightly_amix.data.folder import (
+    FOLDER_SPLITS,
+    IMAGENET_SPLITS,
+    ImageFolderDataset,
+    folder_dataset,
+    imagenet_dataset,
+    rgb_loader,
+)
+from lightly_amix.data.stl10 import STL10_SPLITS, STL10Binary
+from lightly_amix.data.tiny_imagenet import TINY_IMAGENET_SPLITS, TINY_IMAGENET_URL, TinyImageNet
+from lightly_amix.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    moco_v2_transform,
+)
+
+__all__ = [
+    "DATASET_SPLITS",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DEFAULT_ROOT",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DatasetFormatError",
+    "FashionMNIST",
+    "ImageFolderDataset",
+    "STL10Binary",
+    "TinyImageNet",
+    "build_dataset",
+    "default_image_size",
+    "eval_transform",
+    "folder_dataset",
+    "imagenet_dataset",
+    "moco_v2_transform",
+    "read_idx_ubyte",
+    "rgb_loader",
+]
+
+DATASET_SPLITS: dict[str, tuple[str, ...]] = {
+    "stl10": STL10_SPLITS,
+    "tiny-imagenet": TINY_IMAGENET_SPLITS,
+    "imagenet": IMAGENET_SPLITS,
+    "folder": FOLDER_SPLITS,
+    "fashion-mnist": FASHION_MNIST_SPLITS,
+}
+
+_DEFAULT_IMAGE_SIZES: dict[str, int] = {
+    "stl10": 96,
+    "tiny-imagenet": 64,
+    "imagenet": 224,
+    "folder": 224,
+    "fashion-mnist": 28,
+}
+
+# How to get the data of the datasets that `download=True` cannot fetch.
+_MANUAL_DOWNLOAD: dict[str, str] = {
+    "tiny-imagenet": (
+        f"download tiny-imagenet-200.zip ({TINY_IMAGENET_URL}) and unzip it under the root."
+    ),
+    "imagenet": (
+        "download ILSVRC2012 from https://image-net.org (registration required) and arrange "
+        "it as <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG."
+    ),
+    "folder": "'folder' reads your own images from <root>/<split>/<class>/<image>.",
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASET_SPLITS:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: " + ", ".join(DATASET_SPLITS))
+
+
+def default_image_size(name: str) -> int:
+    """The side length in pixels at which dataset `name` is usually trained.
+
+    Args:
+        name: A dataset name, one of the keys of DATASET_SPLITS.
+
+    Returns:
+        96 for stl10, 64 for tiny-imagenet, 224 for imagenet and folder, 28 for
+        fashion-mnist.
+
+    Raises:
+        ValueError: If `name` is unknown.
+
+    Examples:
+        >>> default_image_size("stl10")
+        96
+    """
+    _check_name(name)
+    return _DEFAULT_IMAGE_SIZES[name]
+
+
+def build_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    transform: Callable[[Image.Image], Any] | None = None,
+    download: bool = False,
+    fold: int | None = None,
+) -> Dataset[tuple[Any, int]]:
+    """Builds dataset `name` from the files under `root`.
+
+    Names: "stl10" (STL10Binary), "tiny-imagenet" (TinyImageNet), "imagenet"
+    (`root/train` and `root/val` image folders), "folder" (`root/<split>` if it exists,
+    else `root`, as an image folder) and "fashion-mnist" (FashionMNIST).
+
+    Args:
+        name: The dataset name, one of the keys of DATASET_SPLITS.
+        root: The dataset folder; see the dataset classes for what it may contain.
+        split: One of DATASET_SPLITS[name].
+        transform: Applied to each RGB PIL image; may return anything (e.g. two views).
+        download: Fetch missing files with torchvision; only "stl10" and "fashion-mnist".
+        fold: STL-10 training fold 0..9 (split "train" only); None for all images.
+
+    Returns:
+        A dataset of `(image, label)` pairs with `classes` and `labels` attributes.
+
+    Raises:
+        ValueError: If the name, split or fold is invalid, or `download` is requested for a
+            dataset that cannot be downloaded.
+        FileNotFoundError: If files are missing (the message says how to get them).
+        DatasetFormatError: If files are malformed.
+
+    Examples:
+        >>> from lightly_amix.data import build_dataset, moco_v2_transform
+        >>> dataset = build_dataset(
+        ...     "stl10", "/data/stl10", "train+unlabeled", transform=moco_v2_transform(96)
+        ... )  # doctest: +SKIP
+        >>> views, label = dataset[0]  # doctest: +SKIP
+    """
+    _check_name(name)
+    if split not in DATASET_SPLITS[name]:
+        raise ValueError(
+            f"Unknown split {split!r} for dataset {name!r}; valid splits: "
+            + ", ".join(DATASET_SPLITS[name])
+        )
+    if fold is not None and name != "stl10":
+        raise ValueError(
+            f"fold is only supported for dataset 'stl10', got fold={fold} for {name!r}."
+        )
+    if download and name in _MANUAL_DOWNLOAD:
+        raise ValueError(
+            f"download=True is only supported for 'stl10' and 'fashion-mnist', not {name!r}: "
+            + _MANUAL_DOWNLOAD[name]
+        )
+    if name == "stl10":
+        return STL10Binary(root, split=split, fold=fold, transform=transform, download=download)
+    if name == "tiny-imagenet":
+        return TinyImageNet(root, split=split, transform=transform)
+    if name == "imagenet":
+        return imagenet_dataset(root, split, transform=transform)
+    if name == "folder":
+        return folder_dataset(root, split, transform=transform)
+    return FashionMNIST(root, split=split, transform=transform, download=download)

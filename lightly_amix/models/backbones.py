@@ -1,0 +1,89 @@
+"""torchvision ResNets as pre-training backbones, with a stage-3 feature tap.
+
+The Mix Block (AMix, paper §3.2) needs the stage-3 (``layer3``) feature map of the images it
+mixes. :class:`ResNetBackbone` returns it from the same forward pass that produces the pooled
+features, so no second pass is needed.
+
+Examples:
+    >>> backbone = ResNetBackbone("resnet18", cifar_stem=True)
+    >>> pooled, stage3 = backbone.forward_with_stage3(torch.randn(2, 3, 64, 64))
+    >>> pooled.shape, stage3.shape
+    (torch.Size([2, 512]), torch.Size([2, 256, 16, 16]))
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet without its classifier.
+
+    The wrapped network is kept as ``self.resnet`` so that :meth:`export_state_dict` is a plain
+    torchvision state_dict (without ``fc``) that ``torchvision.models.resnet18()`` loads with
+    ``strict=False`` (only ``fc.*`` missing).
+
+    Args:
+        name: ``resnet18``, ``resnet34`` or ``resnet50``.
+        cifar_stem: Replace the 7x7 stride-2 conv and the max-pool by a 3x3 stride-1 conv and no
+            pool, as is usual for inputs of at most 64 px (Tiny-ImageNet, paper §4.2). A model
+            exported with this stem must be rebuilt with the same stem to load it.
+        zero_init_residual: torchvision's option to zero the last BN of each residual branch.
+
+    Attributes:
+        out_dim: Width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50).
+        stage3_dim: Channels of the stage-3 map (256 for ResNet-18/34, 1024 for ResNet-50).
+    """
+
+    def __init__(
+        self, name: str = "resnet18", cifar_stem: bool = False, zero_init_residual: bool = False
+    ) -> None:
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"Unknown backbone '{name}'. Expected one of: {', '.join(RESNETS)}.")
+        resnet = getattr(torchvision.models, name)(
+            weights=None, zero_init_residual=zero_init_residual
+        )
+        if cifar_stem:
+            resnet.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
+            resnet.maxpool = nn.Identity()
+        self.out_dim: int = resnet.fc.in_features
+        self.stage3_dim: int = self.out_dim // 2
+        resnet.fc = nn.Identity()
+        self.resnet = resnet
+        self.name = name
+        self.cifar_stem = cifar_stem
+
+    def _stem_to_stage3(self, x: Tensor) -> Tensor:
+        r = self.resnet
+        x = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        return r.layer3(r.layer2(r.layer1(x)))
+
+    def _stage4_to_pooled(self, stage3: Tensor) -> Tensor:
+        r = self.resnet
+        return torch.flatten(r.avgpool(r.layer4(stage3)), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Returns pooled features of shape (N, out_dim) for images of shape (N, 3, H, W)."""
+        return self._stage4_to_pooled(self._stem_to_stage3(x))
+
+    def forward_with_stage3(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns the pooled features (N, out_dim) and the stage-3 map (N, stage3_dim, h, w).
+
+        ``h = H / 16`` with the standard stem and ``H / 4`` with the CIFAR stem.
+        """
+        stage3 = self._stem_to_stage3(x)
+        return self._stage4_to_pooled(stage3), stage3
+
+    def export_state_dict(self) -> dict[str, Tensor]:
+        """Returns a torchvision-ResNet state_dict without ``fc``, tensors detached on the CPU."""
+        return {
+            key: value.detach().cpu().clone()
+            for key, value in self.resnet.state_dict().items()
+            if not key.startswith("fc.")
+        }

@@ -1,0 +1,175 @@
+"""The pre-training recipe end to end on a fake STL-10 written in the real binary format."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torchvision
+
+from lightly_amix.cli import pretrain_main
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "pretrain_stl10.py"
+# Small and fast: 32 px crops, batch 4, a 16-entry queue, no loader processes.
+FAST = ["--batch-size", "4", "--queue-size", "16", "--accelerator", "cpu", "--num-workers", "0",
+        "--limit-batches", "2", "--set", "data.image_size=32"]  # fmt: skip
+
+
+def run_recipe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(RECIPE), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_documented_smoke_command_writes_checkpoint_and_backbone(
+    fake_stl10: Path, tmp_path: Path
+) -> None:
+    result = run_recipe(
+        "--data-root", str(fake_stl10), "--method", "mocov2", "--epochs", "1",
+        "--batch-size", "8", "--limit-batches", "2", "--queue-size", "64",
+        "--accelerator", "cpu", "--output-dir", "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    assert (out / "last.ckpt").is_file() and (out / "config.yaml").is_file()
+    assert f"Writing to {out.resolve()}" in result.stdout
+    assert "Data set: stl10 'train+unlabeled'" in result.stdout and "32 images" in result.stdout
+    assert "queue_size: 64" in result.stdout  # the effective config is printed
+    assert "larger than the data set" in result.stderr  # 64 > 32 images: a warning
+
+    state = torch.load(out / "backbone.pt", weights_only=True)
+    resnet = torchvision.models.resnet18()
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
+
+    ckpt = torch.load(out / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2 and ckpt["epoch"] == 0  # saved at the end of epoch 0
+    assert torch.equal(ckpt["state_dict"]["backbone.resnet.conv1.weight"], state["conv1.weight"])
+    bank = ckpt["lightly_amix_memory_banks"]["memory_bank"]
+    assert int(bank["bank_ptr"]) == 16  # two batches of 8 enqueued
+    with open(out / "logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert any(row.get("train/loss_epoch") for row in rows)
+    assert (out / "tb").is_dir()
+
+
+def test_help_explains_the_flags(tmp_path: Path) -> None:
+    result = run_recipe("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for flag in ("--data-root", "--download", "--method", "--config", "--set", "--backbone",
+                 "--epochs", "--batch-size", "--limit-batches", "--queue-size", "--output-dir",
+                 "--resume", "--accelerator", "--devices", "--strategy", "--precision", "--seed",
+                 "--num-workers", "backbone.pt"):  # fmt: skip
+        assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data-root", "{tmp}/nowhere"], "--download"),
+        (["--set", "model.colour=red"], "Valid keys in model: backbone, cifar_stem"),
+        (["--resume", "{tmp}/missing.ckpt"], "no such checkpoint"),
+        (["--devices", "two"], "Invalid devices 'two'"),
+        (["--batch-size", "64"], "fewer than one batch"),
+    ],
+)
+def test_bad_input_exits_with_a_clear_message(
+    args: list[str],
+    message: str,
+    fake_stl10: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--data-root", str(fake_stl10), "--output-dir", str(tmp_path / "out"), *FAST]
+    argv += [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = pretrain_main(argv, dataset="stl10", config_dir=REPO / "recipes" / "configs")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def _fit(root: Path, out: Path, epochs: int, *extra: str, callbacks: tuple = ()) -> None:
+    argv = ["--data-root", str(root), "--output-dir", str(out), "--epochs", str(epochs), *FAST,
+            *extra]  # fmt: skip
+    code = pretrain_main(
+        argv, dataset="stl10", config_dir=REPO / "recipes" / "configs", callbacks=callbacks
+    )
+    assert code == 0
+
+
+class _StopAfterFirstEpoch(pl.Callback):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, weights_only=False)
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_weights_queue_and_optimizer(
+    fake_stl10: Path, tmp_path: Path
+) -> None:
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _fit(fake_stl10, straight, epochs=2)
+    _fit(fake_stl10, resumed, 2, callbacks=(_StopAfterFirstEpoch(),))  # an interrupted run
+    assert _load(resumed / "last.ckpt")["global_step"] == 2
+    _fit(fake_stl10, resumed, 2, "--resume", "auto")
+
+    a, b = _load(straight / "last.ckpt"), _load(resumed / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 4
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    bank_a = a["lightly_amix_memory_banks"]["memory_bank"]
+    bank_b = b["lightly_amix_memory_banks"]["memory_bank"]
+    assert torch.equal(bank_a["bank"], bank_b["bank"])
+    assert torch.equal(bank_a["bank_ptr"], bank_b["bank_ptr"])
+    mom_a = a["optimizer_states"][0]["state"]
+    mom_b = b["optimizer_states"][0]["state"]
+    assert all(torch.equal(mom_a[i]["momentum_buffer"], mom_b[i]["momentum_buffer"]) for i in mom_a)
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
+    # Different seeds give different weights: the equality above is not trivially true.
+    other = tmp_path / "other"
+    _fit(fake_stl10, other, 2, "--seed", "1")
+    c = _load(other / "last.ckpt")
+    assert not torch.equal(c["state_dict"]["backbone.resnet.conv1.weight"],
+                           a["state_dict"]["backbone.resnet.conv1.weight"])  # fmt: skip
+
+
+class _InterruptAt(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_that_resume_auto_picks(fake_stl10: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit):  # Lightning exits with 1 after a graceful shutdown
+        _fit(fake_stl10, out, 2, callbacks=(_InterruptAt(3),))
+    interrupted = _load(out / "interrupted.ckpt")
+    assert interrupted["global_step"] == 3
+    assert _load(out / "last.ckpt")["global_step"] == 2
+    _fit(fake_stl10, out, 2, "--resume", "auto")
+    assert _load(out / "last.ckpt")["global_step"] == 4
+    assert (out / "backbone.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_with_another_length_warns(fake_stl10: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _fit(fake_stl10, out, 1)
+    with pytest.warns(UserWarning, match="run of 1 epochs, this run has 2"):
+        _fit(fake_stl10, out, 2, "--resume", "auto")
