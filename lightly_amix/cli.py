@@ -8,6 +8,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import warnings
@@ -17,8 +18,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightly_amix.config import METHODS, PretrainConfig, load_config, to_yaml
 from lightly_amix.data import build_dataset, moco_v2_transform
@@ -138,13 +140,17 @@ def parse_devices(devices: str) -> int | str | list[int]:
         ) from None
 
 
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """The checkpoints that ``--resume auto`` considers."""
+    return [output_dir / "last.ckpt", output_dir / f"{INTERRUPTED_NAME}.ckpt"]
+
+
 def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
     """Returns the checkpoint to resume from: an explicit path, the newest one, or None."""
     if resume is None:
         return None
     if resume == "auto":
-        candidates = [output_dir / "last.ckpt", output_dir / f"{INTERRUPTED_NAME}.ckpt"]
-        existing = [path for path in candidates if path.is_file()]
+        existing = [path for path in _checkpoints(output_dir) if path.is_file()]
         if not existing:
             print(f"--resume auto: no checkpoint in {output_dir}, starting from scratch.")
             return None
@@ -157,6 +163,24 @@ def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
             f"pick the newest of last.ckpt / {INTERRUPTED_NAME}.ckpt in the output directory."
         )
     return str(path)
+
+
+class SaveOnInterrupt(pl.Callback):
+    """Writes a checkpoint when training stops on Ctrl-C or an error.
+
+    Lightning's ``OnExceptionCheckpoint`` does the same, but its presence makes
+    ``fit(ckpt_path=None)`` silently resume from that file; resuming here is always explicit
+    (``--resume``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        trainer.save_checkpoint(self.path)
+        rank_zero_info(f"Saved {self.path}; continue with --resume auto.")
 
 
 def build_trainer(
@@ -181,7 +205,7 @@ def build_trainer(
             save_top_k=-1,
             every_n_epochs=t.keep_every,
         ),
-        OnExceptionCheckpoint(dirpath=output_dir, filename=INTERRUPTED_NAME),
+        SaveOnInterrupt(output_dir / f"{INTERRUPTED_NAME}.ckpt"),
         EpochSeed(t.seed),
         *extra_callbacks,
     ]
@@ -238,6 +262,12 @@ def pretrain_main(
     except (FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
     output_dir = Path(cfg.trainer.output_dir)
+    existing = [p.name for p in _checkpoints(output_dir) if p.is_file()]
+    if cfg.trainer.resume is None and existing:
+        return _error(
+            f"{output_dir} already holds {', '.join(existing)} from an earlier run. Pass "
+            "--resume auto to continue it, or choose another --output-dir."
+        )
     try:
         ckpt_path = resolve_resume(cfg.trainer.resume, output_dir)
         parse_devices(cfg.trainer.devices)
@@ -275,6 +305,10 @@ def pretrain_main(
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(to_yaml(cfg))
 
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cpus and cfg.data.num_workers > cpus:
+        print(f"data.num_workers={cfg.data.num_workers} > {cpus} CPUs here: using {cpus}.")
+        cfg.data.num_workers = cpus
     model = METHOD_CLASSES[cfg.method](cfg.model, cfg.optim, batch_size=cfg.trainer.batch_size)
     datamodule = PretrainDataModule(
         train_set, cfg.trainer.batch_size, cfg.data.num_workers, cfg.trainer.seed

@@ -79,6 +79,7 @@ def test_help_explains_the_flags(tmp_path: Path) -> None:
         (["--resume", "{tmp}/missing.ckpt"], "no such checkpoint"),
         (["--devices", "two"], "Invalid devices 'two'"),
         (["--batch-size", "64"], "fewer than one batch"),
+        (["--output-dir", "{tmp}/used"], "already holds last.ckpt from an earlier run"),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(
@@ -88,6 +89,8 @@ def test_bad_input_exits_with_a_clear_message(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "last.ckpt").write_bytes(b"")
     argv = ["--data-root", str(fake_stl10), "--output-dir", str(tmp_path / "out"), *FAST]
     argv += [a.replace("{tmp}", str(tmp_path)) for a in args]
     code = pretrain_main(argv, dataset="stl10", config_dir=REPO / "recipes" / "configs")
