@@ -80,6 +80,28 @@ class ResNetBackbone(nn.Module):
         stage3 = self._stem_to_stage3(x)
         return self._stage4_to_pooled(stage3), stage3
 
+    def forward_manifold(self, x: Tensor, stage: int, perm: Tensor, lam: Tensor) -> Tensor:
+        """Pooled features (N, out_dim) with hidden features mixed before one stage (ManifoldMix).
+
+        ``h ← λ h + (1 − λ) h[perm]`` is applied to the input of ``layer{stage + 1}``:
+        ``stage = 0`` mixes the stem's output, ``stage = 3`` the input of ``layer4``.
+
+        Args:
+            x: Images (N, 3, H, W); they are not modified.
+            stage: 0, 1, 2 or 3.
+            perm: Partner of each sample, shape (N,).
+            lam: Share of sample ``i``, shape (N,).
+        """
+        if stage not in (0, 1, 2, 3):
+            raise ValueError(f"stage must be 0, 1, 2 or 3, got {stage}.")
+        r = self.resnet
+        h = r.maxpool(r.relu(r.bn1(r.conv1(x))))
+        for index, layer in enumerate((r.layer1, r.layer2, r.layer3, r.layer4)):
+            if index == stage:
+                h = torch.lerp(h[perm], h, lam.to(h.dtype).view(-1, 1, 1, 1))
+            h = layer(h)
+        return torch.flatten(r.avgpool(h), 1)
+
     def export_state_dict(self) -> dict[str, Tensor]:
         """Returns a torchvision-ResNet state_dict without ``fc``, tensors detached on the CPU."""
         return {

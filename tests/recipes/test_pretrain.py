@@ -158,7 +158,10 @@ class _InterruptAt(pl.Callback):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_that_resume_auto_picks(fake_stl10: Path, tmp_path: Path) -> None:
+def test_ctrl_c_saves_a_checkpoint_that_resume_auto_picks(
+    fake_stl10: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # the interrupted bar would print at exit
     out = tmp_path / "out"
     with pytest.raises(SystemExit):  # Lightning exits with 1 after a graceful shutdown
         _fit(fake_stl10, out, 2, callbacks=(_InterruptAt(3),))

@@ -1,0 +1,262 @@
+"""Mix Block+: the learned mixed-sample generator of AMix (paper §3.2, eq. 5).
+
+Given the stage-3 feature maps ``z_i, z_j`` (N, C, h, w) of two images and the ratio λ, the
+Mix Block predicts a pixel mask ``s_i`` (N, 1, H, W) with values in [0, 1], the share of
+``x_i`` at every pixel; ``x_mix = s_i ⊙ x_i + (1 − s_i) ⊙ x_j``. (The reference code predicts
+the partner's mask ``s_j`` instead; here λ and ``s_i`` always mean the share of ``x_i``.)
+
+Every row of the paper's Table 8 is a switch of :class:`MixBlockConfig`, so the AutoMix Mix
+Block and each step towards Mix Block+ are the same class:
+
+=====================  ==============================  ================================
+switch                 Mix Block+ (default)             AutoMix Mix Block
+=====================  ==============================  ================================
+``lam_encoding``       ``adaptive``: (1 + γλ) z_i       ``concat``: λ as an extra channel
+``content``            ``nonlinear``: conv-BN-act-conv  ``linear``: one 1x1 conv C → 1
+``attention``          ``self`` over concat(z_i', z_j') ``cross`` between z_i' and z_j'
+``upsample``           ``bilinear``                     ``nearest``
+``mask_loss``          ``mean_var`` (L_mean − L_var)    ``mean`` (L_mean only)
+``lambda_adjust``      True                             False
+=====================  ==============================  ================================
+
+Reference: "Improving Discriminative Visual Representation Learning via Automatic Mixup"
+(AMix), ICLR 2022 submission, §3.2; Liu et al., "AutoMix: Unveiling the Power of Mixup", 2021.
+
+Examples:
+    >>> block = MixBlock(in_channels=256)
+    >>> z = torch.randn(8, 256, 6, 6)  # stage-3 features of a ResNet-18 at 96 px
+    >>> perm = torch.randperm(8)
+    >>> mask = block(z, z[perm], lam=torch.full((8,), 0.3), out_size=(96, 96))  # (8, 1, 96, 96)
+    >>> mixed = mix_images(images, perm, mask)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightly_amix.mixing.base import as_lambda, mix_with_mask
+
+LAM_ENCODINGS = ("adaptive", "concat")
+GAMMAS = ("learnable", "fixed")
+CONTENTS = ("nonlinear", "linear")
+ACTIVATIONS = ("relu", "elu")
+ATTENTIONS = ("self", "cross")
+UPSAMPLES = ("bilinear", "nearest")
+MASK_LOSSES = ("mean_var", "mean")
+
+
+@dataclass
+class MixBlockConfig:
+    """Switches of the Mix Block and of its mask loss (paper Table 8; spec §1).
+
+    Attributes:
+        lam_encoding: ``adaptive`` (``z_i' = (1 + γλ) z_i``, ``z_j' = (1 + γ(1 − λ)) z_j``) or
+            ``concat`` (λ and 1 − λ as an extra constant channel, AutoMix).
+        gamma: ``learnable`` (γ a scalar parameter clamped to [0, 1], initialised 0, the
+            paper) or ``fixed`` (γ = 1, the reference code).
+        content: ``nonlinear`` (1x1 conv C → C/2, BN, activation, dropout, 1x1 conv C/2 → 1)
+            or ``linear`` (1x1 conv C → 1, AutoMix).
+        activation: ``relu`` (paper) or ``elu`` (reference code) in the non-linear content.
+        dropout: Dropout ratio in the non-linear content (paper 0.1; reference code 0 on
+            small images). Active only in training mode.
+        attention: ``self`` (softmax attention over the concatenation of both maps) or
+            ``cross`` (queries from ``z_i'``, keys from ``z_j'``, AutoMix).
+        upsample: ``bilinear`` (paper) or ``nearest`` (AutoMix) from h x w to the image size.
+        mask_loss: ``mean_var`` (``β (L_mean − L_var)``, variance rewarded) or ``mean``
+            (``β L_mean``, AutoMix).
+        mask_loss_weight: β, paper 0.1.
+        mask_margin: ε of ``L_mean``, paper 0.1.
+        lambda_adjust: Adjust the backbone's mask so its mean is within ``adjust_margin`` of λ.
+        adjust_margin: Margin of the λ adjusting rule, paper 0.1.
+        init_std: Standard deviation of the normal init of every conv (bias 0), so the first
+            masks are ≈ 0.5 everywhere (reference code 0.01).
+    """
+
+    lam_encoding: str = "adaptive"
+    gamma: str = "learnable"
+    content: str = "nonlinear"
+    activation: str = "relu"
+    dropout: float = 0.1
+    attention: str = "self"
+    upsample: str = "bilinear"
+    mask_loss: str = "mean_var"
+    mask_loss_weight: float = 0.1
+    mask_margin: float = 0.1
+    lambda_adjust: bool = True
+    adjust_margin: float = 0.1
+    init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        for value, valid, key in (
+            (self.lam_encoding, LAM_ENCODINGS, "lam_encoding"),
+            (self.gamma, GAMMAS, "gamma"),
+            (self.content, CONTENTS, "content"),
+            (self.activation, ACTIVATIONS, "activation"),
+            (self.attention, ATTENTIONS, "attention"),
+            (self.upsample, UPSAMPLES, "upsample"),
+            (self.mask_loss, MASK_LOSSES, "mask_loss"),
+        ):
+            if value not in valid:
+                raise ValueError(f"Invalid {key} '{value}'. Expected one of: {', '.join(valid)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        for key in ("mask_loss_weight", "mask_margin", "adjust_margin", "init_std"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}.")
+
+    @classmethod
+    def automix(cls) -> MixBlockConfig:
+        """The AutoMix Mix Block: the first row ("MixBlock") of the paper's Table 8."""
+        return cls(
+            lam_encoding="concat",
+            content="linear",
+            attention="cross",
+            upsample="nearest",
+            mask_loss="mean",
+            lambda_adjust=False,
+        )
+
+
+def table8_rows() -> list[tuple[str, MixBlockConfig]]:
+    """The cumulative rows of the paper's Table 8, from AutoMix's Mix Block to Mix Block+."""
+    rows = [("MixBlock", MixBlockConfig.automix())]
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("+adaptive λ", {"lam_encoding": "adaptive"}),
+        ("+non-linear content", {"content": "nonlinear"}),
+        ("+global attention", {"attention": "self"}),
+        ("+L_mask (variance)", {"mask_loss": "mean_var"}),
+        ("+bilinear upsampling", {"upsample": "bilinear"}),
+        ("+λ adjusting", {"lambda_adjust": True}),
+    ]
+    for name, change in steps:
+        rows.append((name, replace(rows[-1][1], **change)))
+    return rows
+
+
+class MixBlock(nn.Module):
+    """Predicts the pixel mask ``s_i`` of ``x_i`` from stage-3 features (Mix Block+ by default).
+
+    The feature maps are treated as inputs without gradient (they are detached), so the Mix
+    Block's loss cannot reach the encoder that produced them. Attention logits and softmax are
+    computed in fp32, also under autocast (they overflow in fp16).
+
+    Args:
+        in_channels: Channels ``C`` of the stage-3 maps (256 for ResNet-18, 1024 for ResNet-50).
+        config: The switches; Mix Block+ by default.
+
+    Attributes:
+        gamma: The λ-encoding scale γ: a parameter with adaptive encoding and a learnable γ,
+            otherwise a buffer holding 1 (unused with the ``concat`` encoding).
+    """
+
+    def __init__(self, in_channels: int, config: MixBlockConfig | None = None) -> None:
+        super().__init__()
+        if in_channels < 2:
+            raise ValueError(f"in_channels must be >= 2, got {in_channels}.")
+        self.config = cfg = config or MixBlockConfig()
+        self.in_channels = in_channels
+        c_in = in_channels + (1 if cfg.lam_encoding == "concat" else 0)
+        d = max(in_channels // 2, 1)
+        self.key_dim = d
+
+        self.gamma: Tensor
+        if cfg.gamma == "learnable" and cfg.lam_encoding == "adaptive":
+            self.gamma = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_buffer("gamma", torch.ones(()))
+
+        if cfg.content == "nonlinear":
+            act: nn.Module = nn.ReLU(inplace=True) if cfg.activation == "relu" else nn.ELU()
+            self.content: nn.Module = nn.Sequential(
+                nn.Conv2d(c_in, d, kernel_size=1),
+                nn.BatchNorm2d(d),
+                act,
+                nn.Dropout(cfg.dropout),
+                nn.Conv2d(d, 1, kernel_size=1),
+            )
+        else:
+            self.content = nn.Conv2d(c_in, 1, kernel_size=1)
+
+        attn_in = 2 * c_in if cfg.attention == "self" else c_in
+        self.query = nn.Conv2d(attn_in, d, kernel_size=1)
+        self.key = nn.Conv2d(attn_in, d, kernel_size=1)
+        self._init_weights(cfg.init_std)
+
+    def _init_weights(self, std: float) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def gamma_value(self) -> Tensor:
+        """γ clamped to [0, 1] (the value actually used)."""
+        return self.gamma.clamp(0.0, 1.0)
+
+    def encode_lambda(self, z_i: Tensor, z_j: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
+        """λ-encoded maps ``(z_i', z_j')``; λ has shape (N,)."""
+        lam4 = lam.to(z_i.dtype).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
+        if self.config.lam_encoding == "adaptive":
+            g = self.gamma_value().to(z_i.dtype)
+            return (1 + g * lam4) * z_i, (1 + g * (1 - lam4)) * z_j
+        n, _, h, w = z_i.shape
+        lam_map = lam4.expand(n, 1, h, w)  # (N, 1, h, w)
+        return torch.cat([z_i, lam_map], dim=1), torch.cat([z_j, 1 - lam_map], dim=1)
+
+    def attention(self, z_i: Tensor, z_j: Tensor) -> Tensor:
+        """Attention weights P of shape (N, hw, hw), rows summing to 1 (softmax over keys)."""
+        if self.config.attention == "self":
+            z_cat = torch.cat([z_i, z_j], dim=1)  # (N, 2C', h, w)
+            q, k = self.query(z_cat), self.key(z_cat)  # (N, d, h, w) each
+        else:
+            q, k = self.query(z_i), self.key(z_j)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            q = q.float().flatten(2)  # (N, d, hw)
+            k = k.float().flatten(2)  # (N, d, hw)
+            logits = torch.einsum("ndp,ndq->npq", q, k) / math.sqrt(self.key_dim)  # (N, hw, hw)
+            return logits.softmax(dim=-1)
+
+    def forward(
+        self, z_i: Tensor, z_j: Tensor, lam: Tensor | float, out_size: tuple[int, int]
+    ) -> Tensor:
+        """Returns the mask ``s_i`` (N, 1, H, W) in [0, 1] for the share of ``x_i``.
+
+        Args:
+            z_i: Stage-3 features of the images ``x_i``, shape (N, C, h, w).
+            z_j: Stage-3 features of their partners ``x_j = x[perm]``, same shape.
+            lam: λ, a scalar or shape (N,): the intended share of ``x_i``.
+            out_size: Image size (H, W) of the mask.
+        """
+        if z_i.dim() != 4 or z_i.shape != z_j.shape or z_i.shape[1] != self.in_channels:
+            raise ValueError(
+                f"z_i and z_j must both have shape (N, {self.in_channels}, h, w), got "
+                f"{tuple(z_i.shape)} and {tuple(z_j.shape)}."
+            )
+        n, _, h, w = z_i.shape
+        lam_t = as_lambda(lam, n, z_i.device)
+        z_i, z_j = self.encode_lambda(z_i.detach(), z_j.detach(), lam_t)
+        p = self.attention(z_i, z_j)  # (N, hw, hw), fp32
+        content = self.content(z_i)  # (N, 1, h, w)
+        mode = self.config.upsample
+        align = False if mode == "bilinear" else None
+        with torch.autocast(device_type=p.device.type, enabled=False):
+            c = content.float().flatten(1)  # (N, hw)
+            logits = torch.einsum("npq,nq->np", p, c).view(n, 1, h, w)  # (N, 1, h, w)
+            logits = F.interpolate(logits, size=out_size, mode=mode, align_corners=align)
+            return torch.sigmoid(logits)  # (N, 1, H, W), fp32
+
+
+def mix_images(images: Tensor, perm: Tensor, mask: Tensor) -> Tensor:
+    """The mixed images ``mask ⊙ x + (1 − mask) ⊙ x[perm]`` for a mask (N, 1, H, W)."""
+    if mask.dim() != 4 or mask.shape[0] != images.shape[0] or mask.shape[2:] != images.shape[2:]:
+        raise ValueError(
+            f"mask must have shape ({images.shape[0]}, 1, {images.shape[2]}, {images.shape[3]}), "
+            f"got {tuple(mask.shape)}."
+        )
+    return mix_with_mask(images, perm, mask)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightly_amix.mixing.masks import adjust_lambda, mask_diagnostics, mask_loss
+
+
+def test_mask_loss_matches_direct_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(4, 1, 5, 6, generator=g)
+    lam = torch.tensor([0.1, 0.5, 0.52, 0.95])
+    mean_terms, var_terms = [], []
+    for n in range(4):
+        mu = mask[n].mean()
+        mean_terms.append(max(abs(lam[n] - mu) - 0.1, 0.0))
+        var_terms.append(((mask[n] - mu) ** 2).sum() / 30)
+    l_mean = torch.tensor(mean_terms).mean()
+    l_var = torch.stack(var_terms).mean()
+    assert torch.allclose(mask_loss(mask, lam), 0.1 * (l_mean - l_var), atol=1e-6)
+    assert torch.allclose(mask_loss(mask, lam, use_variance=False), 0.1 * l_mean, atol=1e-6)
+    no_margin = (lam - mask.mean(dim=(1, 2, 3))).abs().mean() - l_var
+    assert torch.allclose(mask_loss(mask, lam, margin=0.0, weight=1.0), no_margin, atol=1e-6)
+
+
+def test_variance_is_rewarded_so_constant_masks_are_not_optimal() -> None:
+    lam = torch.tensor([0.5])
+    constant = torch.full((1, 1, 4, 4), 0.5)
+    binary = torch.zeros(1, 1, 4, 4)
+    binary[..., :2] = 1.0  # same mean 0.5, variance 0.25
+    assert mask_loss(binary, lam) < mask_loss(constant, lam)
+    assert mask_loss(binary, lam) == pytest.approx(-0.1 * 0.25)
+
+
+def test_gradient_of_mask_loss_pushes_the_mean_towards_lambda() -> None:
+    mask = torch.full((1, 1, 2, 2), 0.9, requires_grad=True)
+    mask_loss(mask, torch.tensor([0.2])).backward()
+    assert bool((mask.grad > 0).all())  # lowering the mask lowers the loss
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lam=st.floats(0.0, 1.0),
+    seed=st.integers(0, 10_000),
+    power=st.floats(0.2, 5.0),
+    margin=st.sampled_from([0.0, 0.05, 0.1]),
+)
+def test_adjusted_mask_stays_in_range_and_its_mean_is_within_the_margin(
+    lam: float, seed: int, power: float, margin: float
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(3, 1, 6, 7, generator=g) ** power  # masks of many different means
+    lam_t = torch.full((3,), lam)
+    out = adjust_lambda(mask, lam_t, margin=margin)
+    assert bool(((out >= 0) & (out <= 1)).all())
+    mu_before = mask.mean(dim=(1, 2, 3))
+    mu_after = out.mean(dim=(1, 2, 3))
+    assert bool(((mu_after - lam_t).abs() <= margin + 1e-5).all())
+    inside = (mu_before - lam_t).abs() <= margin
+    assert torch.equal(out[inside], mask[inside])  # masks already close to λ are untouched
+
+
+def test_adjust_lambda_formulas_per_branch() -> None:
+    mask = torch.tensor([0.2, 0.9, 1.0, 0.7]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    mu = mask[0].mean()  # 0.7
+    lam = torch.tensor([0.3, 0.95])
+    out = adjust_lambda(mask, lam)
+    assert torch.allclose(out[0], mask[0] * 0.3 / mu)  # μ > λ + m: shrink s_i
+    s_j = (1 - mask[1]) * (1 - 0.95) / (1 - mu)  # μ < λ − m: shrink s_j
+    assert torch.allclose(out[1], 1 - s_j)
+    assert out[1].mean() == pytest.approx(0.95, abs=1e-6)
+
+
+def test_adjust_lambda_has_no_gradient_and_handles_degenerate_masks() -> None:
+    mask = torch.zeros(2, 1, 3, 3, requires_grad=True)
+    out = adjust_lambda(mask, torch.tensor([0.5, 0.0]))
+    assert not out.requires_grad and torch.isfinite(out).all()
+    assert out[0].mean().item() == pytest.approx(0.5, abs=1e-5)
+    assert torch.equal(out[1], torch.zeros(1, 3, 3))
+
+
+def test_diagnostics() -> None:
+    constant = torch.full((2, 1, 4, 4), 0.3)
+    d = mask_diagnostics(constant, torch.tensor([0.3, 0.5]))
+    assert d["mask_std"].item() == pytest.approx(0.0)
+    assert d["mask_mean"].item() == pytest.approx(0.3)
+    assert d["mask_lam_gap"].item() == pytest.approx(0.1)
+    binary = (torch.arange(16).view(1, 1, 4, 4) % 2).float()
+    assert mask_diagnostics(binary, torch.tensor([0.5]))["mask_std"].item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("fn", [mask_loss, adjust_lambda, mask_diagnostics])
+def test_shape_errors(fn) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=r"mask must have shape \(N, 1, H, W\)"):
+        fn(torch.rand(2, 3, 4, 4), torch.rand(2))
+    with pytest.raises(ValueError, match=r"lam must have shape \(2,\)"):
+        fn(torch.rand(2, 1, 4, 4), torch.rand(3))
