@@ -43,12 +43,34 @@ def timeit(fn: Callable[[], object], device: torch.device, repeats: int, warmup:
     return statistics.median(times)
 
 
+def kernel_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """GPU busy time per call in ms and kernels per call, from torch.profiler.
+
+    In isolation a small module is bound by kernel launches (wall time ≫ GPU time); inside a
+    GPU-bound training step those launches overlap with the backbone's kernels, so its cost
+    there is close to its GPU time.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    busy_us = sum(e.device_time for e in events)
+    return busy_us / repeats / 1000, len(events) / repeats
+
+
 class Bench:
     """One batch, one backbone and the callables to time."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.device = torch.device(args.device)
         self.bf16 = args.precision == "bf16"
+        self.compile = args.compile
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
         torch.manual_seed(0)
         n, self.size = args.batch_size, args.image_size
@@ -70,10 +92,11 @@ class Bench:
 
     def mix_block(self, cfg: MixBlockConfig) -> Callable[[], None]:
         block = MixBlock(self.z.shape[1], cfg).to(self.device)
+        forward = torch.compile(block) if self.compile else block
 
         def step() -> None:
             with self.autocast():
-                mask = block(self.z, self.z[self.perm], self.lam, (self.size, self.size))
+                mask = forward(self.z, self.z[self.perm], self.lam, (self.size, self.size))
             mask.mean().backward()
 
         return step
@@ -100,6 +123,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the Mix Block")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,13 +133,21 @@ def main() -> None:
     def run(fn: Callable[[], object]) -> float:
         return timeit(fn, device, args.repeats, args.warmup)
 
-    unit = run(bench.forward)
-    rows = [("ResNet-18 forward (the unit)", unit)]
-    rows.append(("Mix Block+ forward+backward", run(bench.mix_block(MixBlockConfig()))))
-    rows.append(("AutoMix Mix Block fwd+bwd", run(bench.mix_block(MixBlockConfig.automix()))))
+    parts: list[tuple[str, Callable[[], object]]] = [
+        ("ResNet-18 forward (the unit)", bench.forward),
+        ("Mix Block+ forward+backward", bench.mix_block(MixBlockConfig())),
+        ("AutoMix Mix Block fwd+bwd", bench.mix_block(MixBlockConfig.automix())),
+    ]
     for name in MIXUPS:
         label = "manifoldmix (incl. its forward)" if name == "manifoldmix" else name
-        rows.append((label, run(bench.mixup(name))))
+        parts.append((label, bench.mixup(name)))
+    rows = [(label, run(fn)) for label, fn in parts]
+    unit = rows[0][1]
+    gpu = (
+        {label: kernel_time(fn, args.repeats) for label, fn in parts}
+        if device.type == "cuda"
+        else {}
+    )
 
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
@@ -123,13 +155,25 @@ def main() -> None:
         where = f"CPU, {torch.get_num_threads()} threads"
     print(
         f"device: {where}; batch {args.batch_size}, {args.image_size} px, {args.precision}, "
-        f"channels_last={args.channels_last}, stage-3 {tuple(bench.z.shape[1:])}; "
+        f"channels_last={args.channels_last}, compiled Mix Block={args.compile}, "
+        f"stage-3 {tuple(bench.z.shape[1:])}; "
         f"median of {args.repeats} runs after {args.warmup} warm-up"
     )
-    print("| part | ms / batch | × ResNet-18 forward |")
-    print("|---|---:|---:|")
+    if not gpu:
+        print("| part | ms / batch | × ResNet-18 forward |")
+        print("|---|---:|---:|")
+        for label, ms in rows:
+            print(f"| {label} | {ms:.2f} | {ms / unit:.3f} |")
+        return
+    gpu_unit = gpu[rows[0][0]][0]
+    print("| part | wall ms | × forward (wall) | GPU busy ms | × forward (GPU) | kernels |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, ms in rows:
-        print(f"| {label} | {ms:.2f} | {ms / unit:.3f} |")
+        busy, kernels = gpu[label]
+        print(
+            f"| {label} | {ms:.2f} | {ms / unit:.3f} | {busy:.3f} | {busy / gpu_unit:.3f} "
+            f"| {kernels:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -44,14 +44,20 @@ class MixOutput:
 
 
 def as_lambda(lam: Tensor | float, n: int, device: torch.device) -> Tensor:
-    """Returns λ as a float32 tensor of shape (N,) on ``device``; checks 0 <= λ <= 1."""
-    lam_t = torch.as_tensor(lam, dtype=torch.float32, device=device)
+    """Returns λ as a float32 tensor of shape (N,) on ``device``; checks 0 <= λ <= 1.
+
+    The range is checked where that costs no host-device synchronisation: for Python numbers
+    and CPU tensors (``sample_lambda`` draws on the CPU). λ already on an accelerator is
+    trusted, so the check never stalls a training step.
+    """
+    source = torch.as_tensor(lam, dtype=torch.float32)
+    if source.device.type == "cpu" and bool(((source < 0) | (source > 1)).any()):
+        raise ValueError("lam must lie in [0, 1] (it is the share of the first image).")
+    lam_t = source.to(device, non_blocking=True)
     if lam_t.dim() == 0:
         lam_t = lam_t.expand(n)
     if lam_t.shape != (n,):
         raise ValueError(f"lam must be a scalar or have shape ({n},), got {tuple(lam_t.shape)}.")
-    if bool(((lam_t < 0) | (lam_t > 1)).any()):
-        raise ValueError("lam must lie in [0, 1] (it is the share of the first image).")
     return lam_t.contiguous()
 
 

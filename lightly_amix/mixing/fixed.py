@@ -208,7 +208,15 @@ def _fourier_noise(
     freq_x = torch.fft.rfftfreq(width, device=device).view(1, -1)  # (1, W//2+1)
     freq = torch.sqrt(freq_y**2 + freq_x**2)  # (H, W//2+1)
     scale = freq.clamp(min=1.0 / max(height, width)).pow(-decay_power)  # (H, W//2+1)
-    parts = torch.randn(n, 2, height, width // 2 + 1, generator=generator).to(device)
+    shape = (n, 2, height, width // 2 + 1)
+    if device.type == "cpu":
+        parts = torch.randn(shape, generator=generator)
+    else:
+        # Millions of normal draws on the CPU would dominate the cost on an accelerator: draw
+        # them there, from a device generator seeded by ``generator`` (reproducible per device).
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        device_gen = torch.Generator(device=device).manual_seed(seed)
+        parts = torch.randn(shape, generator=device_gen, device=device)
     spectrum = torch.complex(parts[:, 0], parts[:, 1]) * scale  # (N, H, W//2+1)
     return torch.fft.irfft2(spectrum, s=(height, width))  # (N, H, W)
 
@@ -221,9 +229,9 @@ class FMix(Mixup):
     mask is 1 (pixel from ``x_i``) on the ``round(λ·H·W)`` pixels with the largest noise, so the
     effective λ is ``round(λ·H·W) / (H·W)``, the mask mean.
 
-    The spectra come from ``generator`` on the CPU, but the inverse FFT runs on the images'
-    device: its rounding differs between devices, so a fixed seed can give masks that differ in
-    a few pixels whose noise is nearly at the threshold (never in the area).
+    The spectra are drawn on the images' device from a stream seeded by ``generator``: a
+    fixed seed gives identical masks on the same kind of device, and the same areas (λ) on any
+    device, but not the same masks on a CPU and a GPU.
 
     - [0] FMix: Enhancing Mixed Sample Data Augmentation, Harris et al., 2020,
       https://arxiv.org/abs/2002.12047

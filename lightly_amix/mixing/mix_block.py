@@ -32,6 +32,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,7 +62,8 @@ class MixBlockConfig:
         gamma: ``learnable`` (γ a scalar parameter clamped to [0, 1], initialised 0, the
             paper) or ``fixed`` (γ = 1, the reference code).
         content: ``nonlinear`` (1x1 conv C → C/2, BN, activation, dropout, 1x1 conv C/2 → 1)
-            or ``linear`` (1x1 conv C → 1, AutoMix).
+            or ``linear`` (1x1 conv C → 1, AutoMix); the 1x1 convs are per-position linear
+            layers on the token matrix (N, hw, C).
         activation: ``relu`` (paper) or ``elu`` (reference code) in the non-linear content.
         dropout: Dropout ratio in the non-linear content (paper 0.1; reference code 0 on
             small images). Active only in training mode.
@@ -74,7 +76,7 @@ class MixBlockConfig:
         mask_margin: ε of ``L_mean``, paper 0.1.
         lambda_adjust: Adjust the backbone's mask so its mean is within ``adjust_margin`` of λ.
         adjust_margin: Margin of the λ adjusting rule, paper 0.1.
-        init_std: Standard deviation of the normal init of every conv (bias 0), so the first
+        init_std: Standard deviation of the normal init of every layer (bias 0), so the first
             masks are ≈ 0.5 everywhere (reference code 0.01).
     """
 
@@ -171,29 +173,23 @@ class MixBlock(nn.Module):
         else:
             self.register_buffer("gamma", torch.ones(()))
 
+        # The paper's 1x1 convolutions are per-position linear layers: they act on the maps as
+        # token matrices (N, hw, C), which avoids the transposes around the attention and the
+        # slow weight-gradient kernels of 1x1 convolutions on 6x6 maps.
         if cfg.content == "nonlinear":
-            act: nn.Module = nn.ReLU(inplace=True) if cfg.activation == "relu" else nn.ELU()
-            self.content: nn.Module = nn.Sequential(
-                nn.Conv2d(c_in, d, kernel_size=1),
-                nn.BatchNorm2d(d),
-                act,
-                nn.Dropout(cfg.dropout),
-                nn.Conv2d(d, 1, kernel_size=1),
-            )
+            self.content: nn.Module = NonLinearContent(c_in, d, cfg.activation, cfg.dropout)
         else:
-            self.content = nn.Conv2d(c_in, 1, kernel_size=1)
-
+            self.content = LinearContent(c_in)
         attn_in = 2 * c_in if cfg.attention == "self" else c_in
-        self.query = nn.Conv2d(attn_in, d, kernel_size=1)
-        self.key = nn.Conv2d(attn_in, d, kernel_size=1)
+        self.query = nn.Linear(attn_in, d)
+        self.key = nn.Linear(attn_in, d)
         self._init_weights(cfg.init_std)
 
     def _init_weights(self, std: float) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)
 
     def gamma_value(self) -> Tensor:
         """γ clamped to [0, 1] (the value actually used)."""
@@ -209,18 +205,16 @@ class MixBlock(nn.Module):
         lam_map = lam4.expand(n, 1, h, w)  # (N, 1, h, w)
         return torch.cat([z_i, lam_map], dim=1), torch.cat([z_j, 1 - lam_map], dim=1)
 
-    def attention(self, z_i: Tensor, z_j: Tensor) -> Tensor:
-        """Attention weights P of shape (N, hw, hw), rows summing to 1 (softmax over keys)."""
+    def attention(self, t_i: Tensor, t_j: Tensor) -> Tensor:
+        """Attention weights P (N, hw, hw) of λ-encoded tokens (N, hw, C'); softmax over keys."""
         if self.config.attention == "self":
-            z_cat = torch.cat([z_i, z_j], dim=1)  # (N, 2C', h, w)
-            q, k = self.query(z_cat), self.key(z_cat)  # (N, d, h, w) each
+            t_cat = torch.cat([t_i, t_j], dim=-1)  # (N, hw, 2C')
+            q, k = self.query(t_cat), self.key(t_cat)  # (N, hw, d) each
         else:
-            q, k = self.query(z_i), self.key(z_j)
+            q, k = self.query(t_i), self.key(t_j)
         with torch.autocast(device_type=q.device.type, enabled=False):
-            q = q.float().flatten(2)  # (N, d, hw)
-            k = k.float().flatten(2)  # (N, d, hw)
-            logits = torch.einsum("ndp,ndq->npq", q, k) / math.sqrt(self.key_dim)  # (N, hw, hw)
-            return logits.softmax(dim=-1)
+            logits = torch.bmm(q.float(), k.float().transpose(1, 2))  # (N, hw, hw)
+            return (logits / math.sqrt(self.key_dim)).softmax(dim=-1)
 
     def forward(
         self, z_i: Tensor, z_j: Tensor, lam: Tensor | float, out_size: tuple[int, int]
@@ -241,15 +235,82 @@ class MixBlock(nn.Module):
         n, _, h, w = z_i.shape
         lam_t = as_lambda(lam, n, z_i.device)
         z_i, z_j = self.encode_lambda(z_i.detach(), z_j.detach(), lam_t)
-        p = self.attention(z_i, z_j)  # (N, hw, hw), fp32
-        content = self.content(z_i)  # (N, 1, h, w)
-        mode = self.config.upsample
-        align = False if mode == "bilinear" else None
+        t_i = z_i.flatten(2).transpose(1, 2)  # (N, hw, C')
+        t_j = z_j.flatten(2).transpose(1, 2)  # (N, hw, C')
+        p = self.attention(t_i, t_j)  # (N, hw, hw), fp32
+        content = self.content(t_i)  # (N, hw)
         with torch.autocast(device_type=p.device.type, enabled=False):
-            c = content.float().flatten(1)  # (N, hw)
-            logits = torch.einsum("npq,nq->np", p, c).view(n, 1, h, w)  # (N, 1, h, w)
-            logits = F.interpolate(logits, size=out_size, mode=mode, align_corners=align)
-            return torch.sigmoid(logits)  # (N, 1, H, W), fp32
+            c = content.float().unsqueeze(2)  # (N, hw, 1)
+            low = torch.sigmoid(torch.bmm(p, c)).view(n, h, w)  # (N, h, w)
+            # U(·): upsampling is linear and separable, so it is two small matrix products
+            # A_h · s · A_wᵀ with the matrices of F.interpolate. Same values, and a backward
+            # pass without the atomics of interpolate's own backward (the slowest kernel of
+            # the Mix Block on a GPU).
+            a_h = _upsampling_matrix(out_size[0], h, self.config.upsample, low.device)  # (H, h)
+            a_w = _upsampling_matrix(out_size[1], w, self.config.upsample, low.device)  # (W, w)
+            mask = torch.matmul(torch.matmul(a_h, low), a_w.T)  # (N, H, W)
+            return mask.unsqueeze(1)  # (N, 1, H, W), fp32
+
+
+class NonLinearContent(nn.Module):
+    """``C_NCL``: linear C' → d, BatchNorm, activation, dropout, linear d → 1 per position.
+
+    Args:
+        in_dim: Token width C'.
+        hidden_dim: d.
+        activation: ``relu`` or ``elu``.
+        dropout: Dropout ratio (training mode only).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, activation: str, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.bn = nn.BatchNorm1d(hidden_dim)
+        self.act: nn.Module = nn.ReLU(inplace=True) if activation == "relu" else nn.ELU()
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden_dim, 1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Tokens (N, hw, C') -> content logits (N, hw)."""
+        n, p, _ = tokens.shape
+        x = self.fc1(tokens).reshape(n * p, -1)  # (N·hw, d): BN over batch and positions
+        x = self.drop(self.act(self.bn(x)))
+        return self.fc2(x).view(n, p)
+
+
+class LinearContent(nn.Module):
+    """AutoMix's content: one linear layer C' → 1 per position."""
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_dim, 1)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Tokens (N, hw, C') -> content logits (N, hw)."""
+        return self.fc(tokens).squeeze(-1)
+
+
+def _upsampling_matrix(size_out: int, size_in: int, mode: str, device: torch.device) -> Tensor:
+    """The (size_out, size_in) matrix of 1-D ``F.interpolate`` (``align_corners=False``).
+
+    Cached in eager mode; built in the graph under ``torch.compile`` (the cache would break it).
+    """
+    if torch.compiler.is_compiling():
+        return _build_upsampling_matrix(size_out, size_in, mode, device)
+    return _cached_upsampling_matrix(size_out, size_in, mode, device)
+
+
+def _build_upsampling_matrix(
+    size_out: int, size_in: int, mode: str, device: torch.device
+) -> Tensor:
+    eye = torch.eye(size_in, device=device).unsqueeze(1)  # (size_in, 1, size_in)
+    align = False if mode == "bilinear" else None
+    mode_1d = "linear" if mode == "bilinear" else "nearest"
+    columns = F.interpolate(eye, size=size_out, mode=mode_1d, align_corners=align)
+    return columns.squeeze(1).T.contiguous()  # (size_out, size_in)
+
+
+_cached_upsampling_matrix = functools.lru_cache(maxsize=32)(_build_upsampling_matrix)
 
 
 def mix_images(images: Tensor, perm: Tensor, mask: Tensor) -> Tensor:

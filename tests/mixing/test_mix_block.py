@@ -90,23 +90,30 @@ def test_forward_matches_a_direct_recomputation_of_eq_5() -> None:
     for n in range(2):
         zi = (1 + 0.7 * lam[n]) * z_i[n : n + 1]
         zj = (1 + 0.7 * (1 - lam[n])) * z_j[n : n + 1]
-        z_cat = torch.cat([zi, zj], dim=1)
-        q = block.query(z_cat).reshape(C // 2, HW * HW)  # (d, hw)
-        k = block.key(z_cat).reshape(C // 2, HW * HW)
+        z_cat = torch.cat([zi, zj], dim=1).reshape(2 * C, HW * HW)  # (2C, hw)
+        # 1x1 convolutions written out as matrix products over the channels.
+        q = block.query.weight @ z_cat + block.query.bias[:, None]  # (d, hw)
+        k = block.key.weight @ z_cat + block.key.bias[:, None]  # (d, hw)
         p = torch.softmax(q.T @ k / math.sqrt(C // 2), dim=1)  # (hw, hw), softmax over keys
-        content = block.content(zi).reshape(HW * HW)  # (hw,)
-        logit = (p @ content).reshape(1, 1, HW, HW)
-        expected = torch.sigmoid(F.interpolate(logit, size=(IMG, IMG), mode="bilinear"))
+        net = block.content
+        hidden = net.fc1.weight @ zi.reshape(C, HW * HW) + net.fc1.bias[:, None]  # (d, hw)
+        bn = net.bn  # eval mode: running statistics
+        hidden = (hidden - bn.running_mean[:, None]) / torch.sqrt(bn.running_var[:, None] + bn.eps)
+        hidden = torch.relu(hidden * bn.weight[:, None] + bn.bias[:, None])
+        content = (net.fc2.weight @ hidden + net.fc2.bias[:, None]).reshape(HW * HW)  # (hw,)
+        low = torch.sigmoid(p @ content).reshape(1, 1, HW, HW)  # s = U(sigmoid(P ⊗ C))
+        expected = F.interpolate(low, size=(IMG, IMG), mode="bilinear")
         assert torch.allclose(mask[n : n + 1], expected, atol=1e-5)
 
 
 def test_cross_attention_uses_queries_of_i_and_keys_of_j() -> None:
     block = MixBlock(C, MixBlockConfig(attention="cross", lam_encoding="adaptive"))
     z_i, z_j = feats(1)
-    p = block.attention(z_i, z_j)
-    q = block.query(z_i).reshape(C // 2, -1)
-    k = block.key(z_j).reshape(C // 2, -1)
-    assert torch.allclose(p[0], torch.softmax(q.T @ k / math.sqrt(C // 2), dim=1), atol=1e-6)
+    t_i, t_j = z_i.flatten(2).transpose(1, 2), z_j.flatten(2).transpose(1, 2)  # (1, hw, C)
+    p = block.attention(t_i, t_j)
+    q = block.query(t_i[0])  # (hw, d)
+    k = block.key(t_j[0])  # (hw, d)
+    assert torch.allclose(p[0], torch.softmax(q @ k.T / math.sqrt(C // 2), dim=1), atol=1e-6)
     assert torch.allclose(p.sum(-1), torch.ones(1, HW * HW))
 
 
@@ -120,7 +127,7 @@ def test_gradient_reaches_the_block_but_not_the_feature_producer() -> None:
     assert producer.weight.grad is None
     grads = {n: p.grad for n, p in block.named_parameters()}
     assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
-    assert grads["content.4.weight"].abs().sum() > 0 and grads["query.weight"].abs().sum() > 0
+    assert grads["content.fc2.weight"].abs().sum() > 0 and grads["query.weight"].abs().sum() > 0
 
 
 def test_dropout_only_in_training_mode() -> None:
@@ -143,10 +150,27 @@ def test_attention_is_fp32_under_bf16_autocast_without_overflow() -> None:
     z_i, z_j = feats()
     big = 1e3  # fp16 would overflow: the logits reach ~1e6
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        p = block.attention(z_i * big, z_j * big)
+        tokens = (z_i * big).flatten(2).transpose(1, 2)
+        p = block.attention(tokens, tokens)
         mask = block(z_i * big, z_j * big, 0.5, (IMG, IMG))
     assert p.dtype == torch.float32 and torch.isfinite(p).all()
     assert torch.isfinite(mask).all() and mask.dtype == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("size", [(32, 32), (24, 40), (7, 5)])
+def test_upsampling_equals_f_interpolate(mode: str, size: tuple[int, int]) -> None:
+    cfg = MixBlockConfig(upsample=mode, init_std=0.5)
+    block = MixBlock(C, cfg).eval()
+    z_i, z_j = feats()
+    mask = block(z_i, z_j, 0.4, size)
+    zi, zj = block.encode_lambda(z_i, z_j, torch.full((3,), 0.4))
+    t_i, t_j = zi.flatten(2).transpose(1, 2), zj.flatten(2).transpose(1, 2)
+    p = block.attention(t_i, t_j)
+    low = torch.sigmoid(torch.einsum("npq,nq->np", p, block.content(t_i)))
+    align = False if mode == "bilinear" else None
+    expected = F.interpolate(low.view(3, 1, HW, HW), size=size, mode=mode, align_corners=align)
+    assert torch.allclose(mask, expected, atol=1e-6)
 
 
 def test_nearest_upsampling_is_blocky_and_bilinear_smooth() -> None:
