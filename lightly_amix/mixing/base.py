@@ -115,6 +115,21 @@ class Mixup(nn.Module):
         lam: Tensor | float,
         generator: torch.Generator | None = None,
     ) -> MixOutput:
+        """Mixes each sample with its partner.
+
+        Args:
+            images: Batch (N, C, H, W), floating point.
+            perm: Partner of each sample, integer tensor (N,).
+            lam: Requested share of ``x_i``, a float or a tensor (N,) in [0, 1].
+            generator: CPU generator for the random parts (``None``: the global RNG).
+
+        Returns:
+            The mixed batch, the effective λ (N,) and, for pixel-wise mixups, the mask
+            (N, 1, H, W) in the images' dtype.
+
+        Raises:
+            ValueError: On a bad shape of ``images``, ``perm`` or ``lam``, or λ outside [0, 1].
+        """
         raise NotImplementedError
 
 

@@ -126,17 +126,7 @@ class MixUp(Mixup):
     ) -> MixOutput:
         """Mixes ``images`` (N, C, H, W) with ``images[perm]``; ``generator`` is unused.
 
-        Args:
-            images: Batch (N, C, H, W), floating point.
-            perm: Partner of each sample, integer tensor (N,).
-            lam: Share of ``x_i``, a float or a tensor (N,) in [0, 1].
-            generator: Unused (MixUp is deterministic); accepted for a common interface.
-
-        Returns:
-            ``MixOutput(images=mixed, lam=λ (N,) float32, mask=None)``.
-
-        Raises:
-            ValueError: On a bad shape of ``images``, ``perm`` or ``lam``, or λ outside [0, 1].
+        Arguments, returns and errors as in :meth:`Mixup.forward`.
         """
         lam_t = _prepare(images, perm, lam)  # (N,)
         weight = lam_t.to(images.dtype).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
@@ -170,18 +160,9 @@ class CutMix(Mixup):
     ) -> MixOutput:
         """Pastes a random box of each partner into each image.
 
-        Args:
-            images: Batch (N, C, H, W), floating point.
-            perm: Partner of each sample, integer tensor (N,).
-            lam: Requested share of ``x_i``, a float or a tensor (N,) in [0, 1].
-            generator: CPU generator for the box centres (``None``: global RNG).
+        ``generator`` (CPU) draws the box centres (``None``: global RNG).
 
-        Returns:
-            ``MixOutput`` with the mixed images, the effective λ (N,) and the binary mask
-            (N, 1, H, W) in the images' dtype.
-
-        Raises:
-            ValueError: On a bad shape of ``images``, ``perm`` or ``lam``, or λ outside [0, 1].
+        Arguments, returns and errors as in :meth:`Mixup.forward`.
         """
         lam_t = _prepare(images, perm, lam)  # (N,)
         n, _, height, width = images.shape
@@ -264,18 +245,9 @@ class FMix(Mixup):
     ) -> MixOutput:
         """Mixes each image with its partner through a thresholded noise mask.
 
-        Args:
-            images: Batch (N, C, H, W), floating point.
-            perm: Partner of each sample, integer tensor (N,).
-            lam: Requested share of ``x_i``, a float or a tensor (N,) in [0, 1].
-            generator: CPU generator for the random spectra (``None``: global RNG).
+        ``generator`` seeds the random spectra (``None``: global RNG).
 
-        Returns:
-            ``MixOutput`` with the mixed images, the effective λ (N,) and the binary mask
-            (N, 1, H, W) in the images' dtype.
-
-        Raises:
-            ValueError: On a bad shape of ``images``, ``perm`` or ``lam``, or λ outside [0, 1].
+        Arguments, returns and errors as in :meth:`Mixup.forward`.
         """
         lam_t = _prepare(images, perm, lam)  # (N,)
         n, _, height, width = images.shape
@@ -335,18 +307,9 @@ class ResizeMix(Mixup):
     ) -> MixOutput:
         """Pastes a resized copy of each partner into each image.
 
-        Args:
-            images: Batch (N, C, H, W), floating point.
-            perm: Partner of each sample, integer tensor (N,).
-            lam: Checked like in every mixup, then ignored (the share comes from τ).
-            generator: CPU generator for τ and the positions (``None``: global RNG).
+        ``generator`` (CPU) draws τ and the positions (``None``: global RNG).
 
-        Returns:
-            ``MixOutput`` with the mixed images, the effective λ (N,) and the binary mask
-            (N, 1, H, W) in the images' dtype (0 on the pasted box).
-
-        Raises:
-            ValueError: On a bad shape of ``images``, ``perm`` or ``lam``, or λ outside [0, 1].
+        Arguments, returns and errors as in :meth:`Mixup.forward`.
         """
         _prepare(images, perm, lam)
         n, channels, height, width = images.shape
@@ -515,18 +478,9 @@ class SaliencyMix(Mixup):
     ) -> MixOutput:
         """Pastes a box around each partner's saliency peak into each image.
 
-        Args:
-            images: Batch (N, C, H, W), floating point.
-            perm: Partner of each sample, integer tensor (N,).
-            lam: Requested share of ``x_i``, a float or a tensor (N,) in [0, 1].
-            generator: Unused (SaliencyMix is deterministic); accepted for a common interface.
+        ``generator`` is unused: SaliencyMix is deterministic.
 
-        Returns:
-            ``MixOutput`` with the mixed images, the effective λ (N,) and the binary mask
-            (N, 1, H, W) in the images' dtype.
-
-        Raises:
-            ValueError: On a bad shape of ``images``, ``perm`` or ``lam``, or λ outside [0, 1].
+        Arguments, returns and errors as in :meth:`Mixup.forward`.
         """
         lam_t = _prepare(images, perm, lam)  # (N,)
         _, _, height, width = images.shape
