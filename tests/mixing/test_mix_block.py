@@ -233,3 +233,20 @@ def test_bad_inputs() -> None:
         block(z_i, z_j, 1.5, (IMG, IMG))
     with pytest.raises(ValueError, match="lam must be a scalar or have shape"):
         block(z_i, z_j, torch.rand(2), (IMG, IMG))
+
+
+def test_reference_code_options() -> None:
+    cfg = MixBlockConfig(gamma="fixed", activation="elu", dropout=0.0)
+    block = MixBlock(C, cfg)
+    assert isinstance(block.content.act, torch.nn.ELU) and block.content.drop.p == 0.0
+    mask = block(*feats(), torch.tensor([0.2, 0.5, 0.8]), (IMG, IMG))
+    assert mask.shape == (3, 1, IMG, IMG) and bool(((mask >= 0) & (mask <= 1)).all())
+
+
+def test_partner_share_is_one_minus_the_mask() -> None:
+    x = torch.randn(4, 3, 8, 8)
+    perm = torch.tensor([1, 0, 3, 2])  # pairs swap partners
+    mask = torch.rand(4, 1, 8, 8)
+    mixed = mix_images(x, perm, mask)
+    # Seen from the partner: s_j = 1 − s_i gives the same mixed image.
+    assert torch.allclose(mixed, mix_images(x[perm], perm, 1 - mask), atol=1e-6)
