@@ -8,6 +8,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import textwrap
@@ -18,14 +19,22 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightly_amix.config import METHODS, PretrainConfig, load_config, to_yaml
-from lightly_amix.data import build_dataset, moco_v2_transform
-from lightly_amix.models import METHODS as METHOD_CLASSES
+from lightly_amix.config import (
+    FIXED_MIXUPS,
+    METHODS,
+    PretrainConfig,
+    load_config,
+    to_yaml,
+    uses_pseudo_labels,
+)
+from lightly_amix.data import build_dataset, eval_transform, moco_v2_transform
+from lightly_amix.models import AMix, MixMoCo, MoCoV2, MomentumContrastMethod
 from lightly_amix.training import EpochSeed, PretrainDataModule
+from lightly_amix.viz import MixupGridCallback
 
 INTERRUPTED_NAME = "interrupted"
 
@@ -70,10 +79,9 @@ def build_parser(dataset: str, prog: str | None = None) -> argparse.ArgumentPars
     )
     add(
         "--method",
-        default="mocov2",
         choices=METHODS,
-        help="pre-training method; selects recipes/configs/<dataset>_<method>.yaml "
-        "(default: %(default)s)",
+        help="pre-training method; without --config it selects "
+        "recipes/configs/<dataset>_<method>.yaml (default: mocov2, or the --config's method)",
     )
     add("--config", help="YAML config to use instead of the recipe's default one")
     add(
@@ -180,6 +188,11 @@ class SaveOnInterrupt(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         trainer.save_checkpoint(self.path)
+        bar = trainer.progress_bar_callback
+        if isinstance(bar, TQDMProgressBar):
+            # Close the half-done bar now; left open, it is printed again at exit.
+            with contextlib.suppress(TypeError, AttributeError):
+                bar.train_progress_bar.close()
         rank_zero_info(f"Saved {self.path}; continue with --resume auto.")
 
 
@@ -231,6 +244,23 @@ def build_trainer(
     )
 
 
+def build_model(cfg: PretrainConfig, num_samples: int) -> MomentumContrastMethod:
+    """The LightningModule of ``cfg.method``."""
+    batch = cfg.trainer.batch_size
+    if cfg.method == "mocov2":
+        return MoCoV2(cfg.model, cfg.optim, batch_size=batch)
+    if cfg.method in FIXED_MIXUPS:
+        return MixMoCo(cfg.model, cfg.optim, batch, cfg.mixing, mixup=cfg.method)
+    expected = "ce_pl" if cfg.method == "amix-c" else "infonce"
+    if cfg.method == "amix-c" and not uses_pseudo_labels(cfg.mixing.block_loss):
+        warnings.warn(
+            f"--method amix-c with mixing.block_loss={cfg.mixing.block_loss} uses no "
+            f"pseudo-labels; AMix-C is {expected}+bce.",
+            stacklevel=2,
+        )
+    return AMix(cfg.model, cfg.optim, batch, cfg.mixing, cfg.mix_block, cfg.odc, num_samples)
+
+
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -256,7 +286,7 @@ def pretrain_main(
     config_path: Path | None = Path(args.config) if args.config else None
     if config_path is None and config_dir is not None:
         slug = dataset.replace("-", "_")
-        config_path = Path(config_dir) / f"{slug}_{args.method}.yaml"
+        config_path = Path(config_dir) / f"{slug}_{args.method or 'mocov2'}.yaml"
     try:
         cfg = load_config(config_path, overrides=args.overrides, flags=_flags(args))
     except (FileNotFoundError, ValueError) as exc:
@@ -309,11 +339,22 @@ def pretrain_main(
     if cpus and cfg.data.num_workers > cpus:
         print(f"data.num_workers={cfg.data.num_workers} > {cpus} CPUs here: using {cpus}.")
         cfg.data.num_workers = cpus
-    model = METHOD_CLASSES[cfg.method](cfg.model, cfg.optim, batch_size=cfg.trainer.batch_size)
+    model = build_model(cfg, n_images)
+    feature_set = None
+    if isinstance(model, AMix) and model.odc is not None:
+        feature_set = build_dataset(
+            cfg.data.dataset,
+            cfg.data.root,
+            cfg.data.split,
+            transform=eval_transform(cfg.data.image_size),
+        )
     datamodule = PretrainDataModule(
-        train_set, cfg.trainer.batch_size, cfg.data.num_workers, cfg.trainer.seed
+        train_set, cfg.trainer.batch_size, cfg.data.num_workers, cfg.trainer.seed, feature_set
     )
-    trainer = build_trainer(cfg, output_dir, callbacks)
+    extra = list(callbacks)
+    if cfg.mixing.grid_every_n_epochs > 0 and cfg.method != "mocov2":
+        extra.append(MixupGridCallback(output_dir / "grids", cfg.mixing.grid_every_n_epochs))
+    trainer = build_trainer(cfg, output_dir, extra)
     if ckpt_path:
         print(f"Resuming from {ckpt_path}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -26,8 +26,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from lightly_amix.mixing.mix_block import MixBlockConfig
+
 BACKBONES = ("resnet18", "resnet34", "resnet50")
-METHODS = ("mocov2",)
+FIXED_MIXUPS = ("mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifoldmix")
+METHODS = ("mocov2", "amix-i", "amix-c", *FIXED_MIXUPS)
+PIPELINES = ("cross-view", "reference")
+BLOCK_FEATURES = ("momentum", "online")
+BLOCK_LOSS_TERMS = ("bce", "infonce", "infonce_pl", "ce_pl", "pbce")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 
 
@@ -134,6 +140,57 @@ class TrainerConfig:
 
 
 @dataclass
+class MixingConfig:
+    """Mixup settings of the AMix family and the fixed-mixup baselines (paper §3; spec §2–§3).
+
+    Attributes:
+        alpha: λ ~ Beta(α, α) for the backbone's and the Mix Block's samples (paper: 2).
+        mix_weight: Weight of the backbone's mixup InfoNCE (``L = L_moco + w L_mix``).
+        pipeline: ``cross-view`` (mix query views, positives from key views; the paper) or
+            ``reference`` (mix ``x_i^τ1`` with ``x_j^τ2``, positives ``k_i^τ2`` and
+            ``k_j^τ1``; the reference code).
+        block_loss: Mix Block loss terms joined by ``+`` from ``bce``, ``infonce``,
+            ``infonce_pl``, ``ce_pl``, ``pbce`` (AMix-I: ``infonce+bce``; AMix-C:
+            ``ce_pl+bce``). Terms with ``_pl`` or ``pbce`` use ODC pseudo-labels.
+        block_weight: Weight of the Mix Block's main loss terms.
+        block_features: Stage-3 features for the Mix Block: ``momentum`` (the momentum
+            encoder's, as AutoMix; one extra stem-to-stage-3 pass) or ``online`` (the query
+            forward's, detached; no extra pass).
+        grid_every_n_epochs: Save a PNG grid of mixed samples every N epochs (0: never).
+    """
+
+    alpha: float = 2.0
+    mix_weight: float = 1.0
+    pipeline: str = "cross-view"
+    block_loss: str = "infonce+bce"
+    block_weight: float = 1.0
+    block_features: str = "momentum"
+    grid_every_n_epochs: int = 0
+
+
+@dataclass
+class ODCConfig:
+    """Online deep clustering for AMix-C's pseudo-labels (spec §4).
+
+    Attributes:
+        num_clusters: K (paper: 200). Lowered with a warning when the data set is too small
+            for K clusters of ``min_cluster_size``.
+        momentum: Memory update momentum.
+        min_cluster_size: Smaller clusters are dissolved and refilled by a split.
+        refresh_interval: Steps between centroid refreshes.
+        kmeans_iters: faiss k-means iterations at initialisation.
+        head_weight: Weight of the cluster head's own CE loss.
+    """
+
+    num_clusters: int = 200
+    momentum: float = 0.5
+    min_cluster_size: int = 20
+    refresh_interval: int = 10
+    kmeans_iters: int = 20
+    head_weight: float = 1.0
+
+
+@dataclass
 class PretrainConfig:
     """Everything that defines a pre-training run."""
 
@@ -142,6 +199,9 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    mix_block: MixBlockConfig = field(default_factory=MixBlockConfig)
+    odc: ODCConfig = field(default_factory=ODCConfig)
 
 
 def _section_keys(schema: DictConfig, dotted: str) -> list[str]:
@@ -272,11 +332,41 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.trainer.log_every_n_steps, "trainer.log_every_n_steps")
     if cfg.trainer.limit_batches is not None:
         _positive(cfg.trainer.limit_batches, "trainer.limit_batches")
+    _choice(cfg.mixing.pipeline, PIPELINES, "mixing.pipeline")
+    _choice(cfg.mixing.block_features, BLOCK_FEATURES, "mixing.block_features")
+    for term in block_loss_terms(cfg.mixing.block_loss):
+        _choice(term, BLOCK_LOSS_TERMS, "mixing.block_loss term")
+    _positive(cfg.mixing.alpha, "mixing.alpha")
+    _positive(cfg.mixing.mix_weight, "mixing.mix_weight", allow_zero=True)
+    _positive(cfg.mixing.block_weight, "mixing.block_weight", allow_zero=True)
+    _positive(cfg.mixing.grid_every_n_epochs, "mixing.grid_every_n_epochs", allow_zero=True)
+    _positive(cfg.odc.num_clusters, "odc.num_clusters")
+    _positive(cfg.odc.min_cluster_size, "odc.min_cluster_size")
+    _positive(cfg.odc.refresh_interval, "odc.refresh_interval")
+    _positive(cfg.odc.kmeans_iters, "odc.kmeans_iters")
+    if not 0.0 < cfg.odc.momentum <= 1.0:
+        raise ValueError(f"Invalid odc.momentum {cfg.odc.momentum}: expected 0 < m <= 1.")
     if cfg.optim.warmup_epochs >= cfg.trainer.epochs and cfg.optim.warmup_epochs > 0:
         raise ValueError(
             f"optim.warmup_epochs ({cfg.optim.warmup_epochs}) must be smaller than "
             f"trainer.epochs ({cfg.trainer.epochs})."
         )
+
+
+def block_loss_terms(spec: str) -> list[str]:
+    """``"infonce+bce"`` -> ``["infonce", "bce"]``; raises ValueError when empty."""
+    terms = [term.strip() for term in spec.split("+") if term.strip()]
+    if not terms:
+        raise ValueError(
+            f"Invalid mixing.block_loss '{spec}': expected terms joined by '+' from "
+            f"{', '.join(BLOCK_LOSS_TERMS)}."
+        )
+    return terms
+
+
+def uses_pseudo_labels(spec: str) -> bool:
+    """Whether a Mix Block loss needs ODC pseudo-labels."""
+    return any(term.endswith("_pl") or term == "pbce" for term in block_loss_terms(spec))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -42,6 +43,23 @@ class EpochSeed(pl.Callback):
         torch.manual_seed(value)
 
 
+class IndexedDataset(Dataset):
+    """Wraps a ``(sample, label)`` data set to yield ``(sample, label, index)``.
+
+    AMix-C's clustering memory is indexed by the position of each image in the training set.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+        sample, label = self.dataset[index]
+        return sample, label, index
+
+
 class PretrainDataModule(pl.LightningDataModule):
     """Serves one training data set with a seeded, epoch-aware sampler.
 
@@ -51,15 +69,25 @@ class PretrainDataModule(pl.LightningDataModule):
     ``Trainer(reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False)``.
 
     Args:
-        dataset: Yields ``([view_q, view_k], label)``.
+        dataset: Yields ``([view_q, view_k], label)``; batches are ``(views, labels, indices)``.
         batch_size: Images per device per step; incomplete batches are dropped.
         num_workers: Loader worker processes.
         seed: The run's seed.
+        feature_dataset: The same images with a deterministic transform, for a pass over the
+            whole set (AMix-C's k-means initialisation); see :meth:`feature_dataloader`.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int, seed: int) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        feature_dataset: Dataset | None = None,
+    ) -> None:
         super().__init__()
-        self.dataset = dataset
+        self.dataset = IndexedDataset(dataset)
+        self.feature_dataset = IndexedDataset(feature_dataset) if feature_dataset else None
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -88,4 +116,21 @@ class PretrainDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             generator=generator,
             persistent_workers=False,
+        )
+
+    def feature_dataloader(self) -> DataLoader:
+        """Every image once, in order, split across devices: ``(image, label, index)``."""
+        if self.feature_dataset is None:
+            raise RuntimeError("This data module was built without a feature_dataset.")
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler: DistributedSampler = DistributedSampler(
+            self.feature_dataset, num_replicas=world, rank=rank, shuffle=False, drop_last=False
+        )
+        return DataLoader(
+            self.feature_dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
         )

@@ -14,18 +14,22 @@ CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "stl10_mo
 BATCH, STEPS = 4, 2
 
 
+def run_ddp(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(WORKER), "--data-root", str(root), "--output-dir", str(out),
+         "--epochs", "1", "--batch-size", str(BATCH), "--limit-batches", str(STEPS),
+         "--queue-size", "32", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+         "--num-workers", "0", "--set", "data.image_size=32",
+         *extra],
+        capture_output=True, text=True, timeout=600, cwd=out.parent,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_ddp_keeps_ranks_in_sync(fake_stl10: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, str(WORKER), "--data-root", str(fake_stl10), "--output-dir", str(out),
-         "--epochs", "1", "--batch-size", str(BATCH), "--limit-batches", str(STEPS),
-         "--queue-size", "32", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
-         "--num-workers", "0", "--set", "data.image_size=32",
-         "--config", str(CONFIG)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+    result = run_ddp(fake_stl10, out, "--config", str(CONFIG))
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(out / "rank0.pt", weights_only=False)
     rank1 = torch.load(out / "rank1.pt", weights_only=False)
@@ -45,3 +49,27 @@ def test_two_process_ddp_keeps_ranks_in_sync(fake_stl10: Path, tmp_path: Path) -
     for b0, b1 in zip(rank0["batches"], rank1["batches"], strict=True):
         assert not torch.equal(b0, b1)
     assert (out / "last.ckpt").is_file() and (out / "backbone.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_amix_c_shares_permutation_queue_and_pseudo_labels(
+    fake_stl10: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "amix"
+    amix_c = CONFIG.with_name("stl10_amix-c.yaml")
+    odc = ["--set", "odc.num_clusters=4", "--set", "odc.min_cluster_size=4"]
+    result = run_ddp(fake_stl10, out, "--config", str(amix_c), *odc)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(out / "rank0.pt", weights_only=False)
+    rank1 = torch.load(out / "rank1.pt", weights_only=False)
+    assert torch.equal(rank0["bank"], rank1["bank"])
+    assert torch.equal(rank0["odc_labels"], rank1["odc_labels"])
+    assert torch.equal(rank0["odc_features"], rank1["odc_features"])
+    assert torch.equal(rank0["queue_labels"], rank1["queue_labels"])
+    assert int((rank0["queue_labels"] >= 0).sum()) == 2 * BATCH * STEPS
+    # Two draws per step (backbone, Mix Block); the ranks' slices form one permutation of
+    # the global batch each time.
+    assert len(rank0["partners"]) == len(rank1["partners"]) == 2 * STEPS
+    for p0, p1 in zip(rank0["partners"], rank1["partners"], strict=True):
+        assert sorted(torch.cat([p0, p1]).tolist()) == list(range(2 * BATCH))

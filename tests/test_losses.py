@@ -3,7 +3,15 @@ import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
-from lightly_amix.losses import contrastive_accuracy, info_nce, info_nce_logits
+from lightly_amix.losses import (
+    contrastive_accuracy,
+    info_nce,
+    info_nce_logits,
+    mixup_bce,
+    mixup_cross_entropy,
+    mixup_info_nce,
+    mixup_pbce,
+)
 
 
 def _unit(*shape: int) -> torch.Tensor:
@@ -50,3 +58,74 @@ def test_logits_layout_and_accuracy() -> None:
 def test_bad_arguments(q: tuple, k: tuple, queue: tuple, t: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         info_nce(torch.randn(*q), torch.randn(*k), torch.randn(*queue), t)
+
+
+def _mix_inputs(n: int = 5, d: int = 8, k: int = 12, seed: int = 0):  # type: ignore[no-untyped-def]
+    torch.manual_seed(seed)
+    return _unit(n, d), _unit(n, d), _unit(n, d), _unit(k, d), torch.rand(n)
+
+
+def test_mixup_info_nce_matches_direct_formula() -> None:
+    q, k_i, k_j, queue, lam = _mix_inputs()
+    t = 0.2
+    expected = []
+    for n in range(5):
+        neg = torch.exp(q[n] @ queue.T / t).sum()
+        p_i = torch.exp(q[n] @ k_i[n] / t) / (torch.exp(q[n] @ k_i[n] / t) + neg)
+        p_j = torch.exp(q[n] @ k_j[n] / t) / (torch.exp(q[n] @ k_j[n] / t) + neg)
+        expected.append(-lam[n] * torch.log(p_i) - (1 - lam[n]) * torch.log(p_j))
+    got = mixup_info_nce(q, k_i, k_j, queue, lam, t)
+    assert torch.allclose(got, torch.stack(expected).mean(), atol=1e-5)
+    # λ = 1 is MoCo's InfoNCE.
+    assert torch.allclose(
+        mixup_info_nce(q, k_i, k_j, queue, torch.ones(5), t), info_nce(q, k_i, queue, t), atol=1e-5
+    )
+
+
+def test_mixup_info_nce_negative_mask_drops_queue_entries() -> None:
+    q, k_i, k_j, queue, lam = _mix_inputs(n=1)
+    keep = torch.tensor([True, False] * 6)
+    mask = (~keep).view(1, -1)
+    masked = mixup_info_nce(q, k_i, k_j, queue, lam, 0.3, negative_mask=mask)
+    assert torch.allclose(masked, mixup_info_nce(q, k_i, k_j, queue[keep], lam, 0.3), atol=1e-5)
+
+
+def test_mixup_bce_matches_direct_formula() -> None:
+    q, k_i, k_j, _, lam = _mix_inputs()
+    s_i, s_j = (q * k_i).sum(1), (q * k_j).sum(1)
+    sig = torch.sigmoid((s_i - s_j) / 0.2)
+    expected = (-(lam * torch.log(sig) + (1 - lam) * torch.log(1 - sig))).mean()
+    assert torch.allclose(mixup_bce(q, k_i, k_j, lam, 0.2), expected, atol=1e-5)
+
+
+def test_mixup_cross_entropy_and_pbce() -> None:
+    torch.manual_seed(3)
+    logits = torch.randn(6, 4)
+    y_i, y_j = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([1, 1, 0, 2, 3, 3])
+    lam = torch.rand(6)
+    log_p = torch.log_softmax(logits, 1)
+    expected = torch.stack(
+        [-(lam[n] * log_p[n, y_i[n]] + (1 - lam[n]) * log_p[n, y_j[n]]) for n in range(6)]
+    ).mean()
+    assert torch.allclose(mixup_cross_entropy(logits, y_i, y_j, lam), expected, atol=1e-6)
+    weight = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert torch.allclose(
+        mixup_cross_entropy(logits, y_i, y_j, torch.ones(6), weight),
+        F.cross_entropy(logits, y_i, weight=weight),
+        atol=1e-6,
+    )
+    two = torch.stack([logits[torch.arange(6), y_i], logits[torch.arange(6), y_j]], 1)
+    lp2 = torch.log_softmax(two, 1)
+    pbce = (-(lam * lp2[:, 0] + (1 - lam) * lp2[:, 1])).mean()
+    assert torch.allclose(mixup_pbce(logits, y_i, y_j, lam), pbce, atol=1e-6)
+
+
+def test_mixup_loss_shape_errors() -> None:
+    q, k_i, k_j, queue, lam = _mix_inputs()
+    with pytest.raises(ValueError, match="same shape"):
+        mixup_bce(q, k_i[:3], k_j, lam, 0.2)
+    with pytest.raises(ValueError, match="lam must have shape"):
+        mixup_info_nce(q, k_i, k_j, queue, lam[:2], 0.2)
+    with pytest.raises(ValueError, match="logits must be"):
+        mixup_cross_entropy(torch.randn(3, 4), torch.zeros(2, dtype=torch.long),
+                            torch.zeros(2, dtype=torch.long), torch.rand(3))  # fmt: skip

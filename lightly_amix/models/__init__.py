@@ -1,9 +1,9 @@
 """Backbones and pre-training methods."""
 
+from lightly_amix.models.amix import AMix
 from lightly_amix.models.backbones import ResNetBackbone
 from lightly_amix.models.base import MomentumContrastMethod
+from lightly_amix.models.mix_moco import MixMoCo
 from lightly_amix.models.mocov2 import MoCoV2
 
-METHODS = {"mocov2": MoCoV2}
-
-__all__ = ["METHODS", "MoCoV2", "MomentumContrastMethod", "ResNetBackbone"]
+__all__ = ["AMix", "MixMoCo", "MoCoV2", "MomentumContrastMethod", "ResNetBackbone"]

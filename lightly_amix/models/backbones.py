@@ -68,6 +68,10 @@ class ResNetBackbone(nn.Module):
         r = self.resnet
         return torch.flatten(r.avgpool(r.layer4(stage3)), 1)
 
+    def forward_stage3(self, x: Tensor) -> Tensor:
+        """Only the stage-3 map (N, stage3_dim, h, w): stem to ``layer3``, no ``layer4``."""
+        return self._stem_to_stage3(x)
+
     def forward(self, x: Tensor) -> Tensor:
         """Returns pooled features of shape (N, out_dim) for images of shape (N, 3, H, W)."""
         return self._stage4_to_pooled(self._stem_to_stage3(x))

@@ -112,6 +112,17 @@ class MomentumContrastMethod(pl.LightningModule):
         self.queue_fill: Tensor
         self.register_buffer("queue_fill", torch.zeros((), dtype=torch.long))
 
+    # Buffers every device already holds identically (the queue is filled with keys gathered
+    # from all devices): DDP need not broadcast them from rank 0 at every forward.
+    replicated_buffer_prefixes: tuple[str, ...] = ("memory_bank.", "queue_fill")
+
+    def setup(self, stage: str) -> None:
+        """Excludes the replicated buffers from DDP's per-step buffer broadcast."""
+        prefixes = self.replicated_buffer_prefixes
+        self._ddp_params_and_buffers_to_ignore = [
+            name for name, _ in self.named_buffers() if name.startswith(prefixes)
+        ]
+
     # ----------------------------------------------------------------- modules
     def trainable_modules(self) -> list[nn.Module]:
         """Modules whose parameters the optimiser updates."""

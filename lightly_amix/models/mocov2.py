@@ -24,7 +24,7 @@ class MoCoV2(MomentumContrastMethod):
     momentum encoder, InfoNCE against the queue."""
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        (x_query, x_key), _ = batch
+        x_query, x_key = batch[0]  # (views, labels[, indices])
         self.update_momentum_encoders()
         q, _ = self.encode_query(x_query)  # (N, D)
         k = self.encode_key(x_key)  # (N, D)

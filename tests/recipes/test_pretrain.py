@@ -117,15 +117,19 @@ def _load(path: Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
+AMIX_C = ["--method", "amix-c", "--set", "odc.num_clusters=4", "--set", "odc.min_cluster_size=4"]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("method", [[], AMIX_C], ids=["mocov2", "amix-c"])
 def test_resume_gives_the_same_weights_queue_and_optimizer(
-    fake_stl10: Path, tmp_path: Path
+    method: list[str], fake_stl10: Path, tmp_path: Path
 ) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _fit(fake_stl10, straight, epochs=2)
-    _fit(fake_stl10, resumed, 2, callbacks=(_StopAfterFirstEpoch(),))  # an interrupted run
+    _fit(fake_stl10, straight, 2, *method)
+    _fit(fake_stl10, resumed, 2, *method, callbacks=(_StopAfterFirstEpoch(),))  # interrupted
     assert _load(resumed / "last.ckpt")["global_step"] == 2
-    _fit(fake_stl10, resumed, 2, "--resume", "auto")
+    _fit(fake_stl10, resumed, 2, *method, "--resume", "auto")
 
     a, b = _load(straight / "last.ckpt"), _load(resumed / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 4
@@ -140,9 +144,12 @@ def test_resume_gives_the_same_weights_queue_and_optimizer(
     mom_b = b["optimizer_states"][0]["state"]
     assert all(torch.equal(mom_a[i]["momentum_buffer"], mom_b[i]["momentum_buffer"]) for i in mom_a)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
+    if method:  # AMix-C: the Mix Block and the clustering memory are part of the state
+        assert any(key.startswith("mix_block.") for key in a["state_dict"])
+        assert any(key.startswith("odc.") for key in a["state_dict"])
     # Different seeds give different weights: the equality above is not trivially true.
     other = tmp_path / "other"
-    _fit(fake_stl10, other, 2, "--seed", "1")
+    _fit(fake_stl10, other, 2, *method, "--seed", "1")
     c = _load(other / "last.ckpt")
     assert not torch.equal(c["state_dict"]["backbone.resnet.conv1.weight"],
                            a["state_dict"]["backbone.resnet.conv1.weight"])  # fmt: skip
@@ -158,10 +165,7 @@ class _InterruptAt(pl.Callback):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_that_resume_auto_picks(
-    fake_stl10: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TQDM_DISABLE", "1")  # the interrupted bar would print at exit
+def test_ctrl_c_saves_a_checkpoint_that_resume_auto_picks(fake_stl10: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(SystemExit):  # Lightning exits with 1 after a graceful shutdown
         _fit(fake_stl10, out, 2, callbacks=(_InterruptAt(3),))
@@ -179,3 +183,14 @@ def test_resume_with_another_length_warns(fake_stl10: Path, tmp_path: Path) -> N
     _fit(fake_stl10, out, 1)
     with pytest.warns(UserWarning, match="run of 1 epochs, this run has 2"):
         _fit(fake_stl10, out, 2, "--resume", "auto")
+
+
+def test_the_config_file_decides_the_method_unless_method_is_given() -> None:
+    from lightly_amix.cli import _flags, build_parser
+    from lightly_amix.config import load_config
+
+    path = REPO / "recipes" / "configs" / "stl10_amix-c.yaml"
+    args = build_parser("stl10").parse_args(["--config", str(path)])
+    assert load_config(args.config, flags=_flags(args)).method == "amix-c"
+    args = build_parser("stl10").parse_args(["--config", str(path), "--method", "cutmix"])
+    assert load_config(args.config, flags=_flags(args)).method == "cutmix"
