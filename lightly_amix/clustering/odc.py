@@ -31,7 +31,10 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -58,6 +61,21 @@ def _rank() -> int:
 def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+
+
+_T = TypeVar("_T")
+
+
+def _without_autocast(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Runs an ODC method in fp32 even when called under autocast (eigh has no bf16 kernel,
+    and the memory's normalised means need fp32 anyway)."""
+
+    @functools.wraps(method)
+    def wrapper(self: ODCMemory, *args: Any, **kwargs: Any) -> _T:
+        with torch.autocast(device_type=self.features.device.type, enabled=False):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class ODCMemory(nn.Module):
@@ -275,6 +293,7 @@ class ODCMemory(nn.Module):
 
     # ------------------------------------------------------------------- public
     @torch.no_grad()
+    @_without_autocast
     def initialize(self, features: Tensor) -> None:
         """Fills the memory with k-means on the features of the whole training set.
 
@@ -315,6 +334,7 @@ class ODCMemory(nn.Module):
         self.step.zero_()
 
     @torch.no_grad()
+    @_without_autocast
     def refresh(self) -> int:
         """Recomputes the centroids from the memory and fixes small clusters.
 
@@ -331,6 +351,7 @@ class ODCMemory(nn.Module):
         return refilled
 
     @torch.no_grad()
+    @_without_autocast
     def update(self, indices: Tensor, features: Tensor) -> Tensor:
         """Moves the memory of a batch towards new features and relabels it.
 

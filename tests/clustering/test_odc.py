@@ -390,3 +390,30 @@ def test_two_process_ddp_keeps_memories_identical(tmp_path: Path) -> None:
     torch.testing.assert_close(reference.features, r0["final"]["features"])
     torch.testing.assert_close(reference.centroids, r0["final"]["centroids"])
     assert torch.equal(reference.labels, r0["final"]["labels"])
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+        ),
+    ],
+)
+def test_refresh_with_splits_runs_in_fp32_under_bf16_autocast(device: str) -> None:
+    # CUDA autocast runs matmuls in bf16 and has no bf16 eigh (CPU autocast keeps linalg in
+    # fp32), so the CUDA case is the one that failed before refresh() disabled autocast.
+    g = torch.Generator().manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(120, 8, generator=g), dim=1)
+    memory = ODCMemory(120, 8, num_classes=3, min_cluster_size=10, refresh_interval=1)
+    memory.initialize(features)
+    memory = memory.to(device)
+    memory.labels.zero_()  # clusters 1 and 2 empty: the refresh must split cluster 0
+    memory.labels[:2] = 1
+    with torch.autocast(device, dtype=torch.bfloat16):
+        refilled = memory.refresh()
+    assert refilled >= 1
+    assert int(memory.cluster_sizes().min()) >= 10
+    assert memory.centroids.dtype == torch.float32

@@ -42,11 +42,12 @@ def amix(block_loss: str = "infonce+bce", **mixing: object) -> AMix:
     return AMix(model_cfg(), OptimConfig(), BATCH, cfg, odc=odc, num_samples=N_IMAGES)
 
 
-def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
+def fit(model: pl.LightningModule, steps: int = 2, precision: str = "32-true") -> pl.Trainer:
     data = PretrainDataModule(Views(), BATCH, 0, seed=0, feature_dataset=Views(single=True))
     trainer = pl.Trainer(
         max_steps=steps,
         accelerator="cpu",
+        precision=precision,  # type: ignore[arg-type]
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -158,3 +159,24 @@ def test_replicated_buffers_are_not_broadcast_by_ddp() -> None:
     assert {"memory_bank.bank", "memory_bank.bank_ptr", "queue_fill", "queue_labels"} <= ignored
     assert {"odc.features", "odc.labels", "odc.centroids"} <= ignored
     assert not any(name.startswith(("backbone", "mix_block")) for name in ignored)
+
+
+def test_amix_c_under_bf16_autocast() -> None:
+    """Clustering refreshes (eigh) must run in fp32 inside autocast'ed training steps."""
+    torch.manual_seed(0)
+    model = amix("ce_pl+bce")
+    trainer = fit(model, steps=3, precision="bf16-mixed")
+    assert torch.isfinite(trainer.callback_metrics["train/loss_head"])
+    assert model.odc is not None and model.odc.features.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cls", ["mixmoco", "amix"])
+def test_reference_code_pipeline_trains(cls: str) -> None:
+    torch.manual_seed(0)
+    mixing = MixingConfig(pipeline="reference")
+    if cls == "mixmoco":
+        model: pl.LightningModule = MixMoCo(model_cfg(), OptimConfig(), BATCH, mixing, "cutmix")
+    else:
+        model = amix("infonce+bce", pipeline="reference")
+    trainer = fit(model)
+    assert torch.isfinite(trainer.callback_metrics["train/loss_mix"])

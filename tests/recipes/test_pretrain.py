@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torchvision
+import yaml
 
 from lightly_amix.cli import pretrain_main
 
@@ -194,3 +195,19 @@ def test_the_config_file_decides_the_method_unless_method_is_given() -> None:
     assert load_config(args.config, flags=_flags(args)).method == "amix-c"
     args = build_parser("stl10").parse_args(["--config", str(path), "--method", "cutmix"])
     assert load_config(args.config, flags=_flags(args)).method == "cutmix"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method",
+    ["amix-i", "amix-c", "mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifoldmix"],
+)
+def test_every_method_runs_from_its_shipped_config(
+    method: str, fake_stl10: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / method
+    _fit(fake_stl10, out, 1, "--method", method)
+    ckpt = _load(out / "last.ckpt")
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["model"]["queue_size"] == 16
+    assert (out / "backbone.pt").is_file()
+    assert (yaml.safe_load((out / "config.yaml").read_text()))["method"] == method
