@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import faiss
@@ -14,21 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightly_amix.clustering import assign, faiss_num_gpus, kmeans
-
-
-@pytest.fixture(autouse=True)
-def _single_faiss_thread() -> Iterator[None]:
-    """One faiss thread: faiss and torch bring separate OpenMP runtimes whose spinning threads
-    slow small k-means calls down by ~0.5 s each on a 2-core machine."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
-
-
-def _unit(n: int, d: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, d, generator=g), dim=1)
+from tests.clustering.conftest import unit as _unit
 
 
 def _blobs(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import faiss
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,24 +16,10 @@ from hypothesis import strategies as st
 
 from lightly_amix.clustering import ODCMemory, assign
 from lightly_amix.clustering import odc as odc_module
+from tests.clustering.conftest import unit as _unit
 
 N, D, K, MIN = 600, 16, 10, 20
 WORKER = Path(__file__).resolve().parent / "odc_ddp_worker.py"
-
-
-@pytest.fixture(autouse=True)
-def _single_faiss_thread() -> Iterator[None]:
-    """One faiss thread: faiss and torch bring separate OpenMP runtimes whose spinning threads
-    slow small k-means calls down by ~0.5 s each on a 2-core machine."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
-
-
-def _unit(n: int, d: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, d, generator=g), dim=1)
 
 
 def _per_label_means(memory: ODCMemory) -> torch.Tensor:
