@@ -211,3 +211,5 @@ def test_every_method_runs_from_its_shipped_config(
     assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["model"]["queue_size"] == 16
     assert (out / "backbone.pt").is_file()
     assert (yaml.safe_load((out / "config.yaml").read_text()))["method"] == method
+    if method.startswith("amix"):  # the configs save a grid of mixed samples every 20 epochs
+        assert (out / "grids" / "mixup_epoch000.png").is_file()
