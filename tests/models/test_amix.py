@@ -180,3 +180,14 @@ def test_reference_code_pipeline_trains(cls: str) -> None:
         model = amix("infonce+bce", pipeline="reference")
     trainer = fit(model)
     assert torch.isfinite(trainer.callback_metrics["train/loss_mix"])
+
+
+def test_constant_masks_raise_a_warning() -> None:
+    torch.manual_seed(0)
+    model = amix("infonce+bce")
+    with torch.no_grad():  # content = bias only: every mask is a constant
+        model.mix_block.content.fc2.weight.zero_()
+    model.trivial_steps.fill_(500)  # as if constant for 500 steps already
+    with pytest.warns(UserWarning, match="nearly constant"):
+        fit(model, steps=1)
+    assert int(model.trivial_steps) == 501
