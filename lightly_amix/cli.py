@@ -32,6 +32,8 @@ from lightly_amix.config import (
     uses_pseudo_labels,
 )
 from lightly_amix.data import build_dataset, eval_transform, moco_v2_transform
+from lightly_amix.eval.cli import EVAL_SPLITS
+from lightly_amix.eval.monitor import KNNMonitor
 from lightly_amix.models import AMix, MixMoCo, MoCoV2, MomentumContrastMethod
 from lightly_amix.training import EpochSeed, PretrainDataModule
 from lightly_amix.viz import MixupGridCallback
@@ -261,6 +263,25 @@ def build_model(cfg: PretrainConfig, num_samples: int) -> MomentumContrastMethod
     return AMix(cfg.model, cfg.optim, batch, cfg.mixing, cfg.mix_block, cfg.odc, num_samples)
 
 
+def build_knn_monitor(cfg: PretrainConfig) -> KNNMonitor:
+    """A kNN monitor on the data set's labelled splits (see ``EVAL_SPLITS``)."""
+    train_split, test_split = EVAL_SPLITS[cfg.data.dataset]
+    transform = eval_transform(cfg.data.image_size)
+    data = cfg.data
+    bank = build_dataset(data.dataset, data.root, train_split, transform=transform)
+    test = build_dataset(data.dataset, data.root, test_split, transform=transform)
+    classes = getattr(bank, "classes", None) or []
+    num_classes = len(classes) or int(max(getattr(bank, "labels", [0]))) + 1
+    return KNNMonitor(
+        bank,
+        test,
+        num_classes,
+        every_n_epochs=cfg.trainer.knn_every_n_epochs,
+        batch_size=cfg.trainer.batch_size,
+        limit_batches=cfg.trainer.knn_limit_batches,
+    )
+
+
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -354,6 +375,8 @@ def pretrain_main(
     extra = list(callbacks)
     if cfg.mixing.grid_every_n_epochs > 0 and cfg.method != "mocov2":
         extra.append(MixupGridCallback(output_dir / "grids", cfg.mixing.grid_every_n_epochs))
+    if cfg.trainer.knn_every_n_epochs > 0:
+        extra.append(build_knn_monitor(cfg))
     trainer = build_trainer(cfg, output_dir, extra)
     if ckpt_path:
         print(f"Resuming from {ckpt_path}")

@@ -122,6 +122,9 @@ class TrainerConfig:
         log_every_n_steps: Logging interval.
         keep_every: Keep a numbered checkpoint every this many epochs (``last.ckpt`` is
             written every epoch).
+        knn_every_n_epochs: Log a weighted-kNN top-1 on the labelled splits (STL-10 train →
+            test, Tiny/ImageNet train → val) every N epochs; 0 turns the monitor off.
+        knn_limit_batches: Batches per split for the monitor (``None``: all).
     """
 
     epochs: int = 400
@@ -137,6 +140,8 @@ class TrainerConfig:
     resume: str | None = None
     log_every_n_steps: int = 50
     keep_every: int = 50
+    knn_every_n_epochs: int = 0
+    knn_limit_batches: int | None = None
 
 
 @dataclass
@@ -329,6 +334,7 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.trainer.epochs, "trainer.epochs")
     _positive(cfg.trainer.batch_size, "trainer.batch_size")
     _positive(cfg.trainer.keep_every, "trainer.keep_every")
+    _positive(cfg.trainer.knn_every_n_epochs, "trainer.knn_every_n_epochs", allow_zero=True)
     _positive(cfg.trainer.log_every_n_steps, "trainer.log_every_n_steps")
     if cfg.trainer.limit_batches is not None:
         _positive(cfg.trainer.limit_batches, "trainer.limit_batches")

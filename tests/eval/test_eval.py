@@ -99,3 +99,21 @@ def test_recipes_print_a_row_and_compare(pretrained: Path, fake_stl10: Path) -> 
     assert table.returncode == 0 and table.stdout.count("| amix-i |") == 2
     missing = _run("knn_eval.py", "--checkpoint", "nope.ckpt", *common)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.slow
+def test_knn_monitor_logs_during_pretraining(fake_stl10: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = pretrain_main(
+        ["--data-root", str(fake_stl10), "--output-dir", str(out), "--epochs", "2",
+         "--batch-size", "4", "--limit-batches", "1", "--queue-size", "16", "--accelerator",
+         "cpu", "--num-workers", "0", "--set", "data.image_size=32",
+         "--set", "trainer.knn_every_n_epochs=1"],
+        dataset="stl10", config_dir=REPO / "recipes" / "configs",
+    )  # fmt: skip
+    assert code == 0
+    rows = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    top1 = [r.split(",")[header.index("knn/top1")] for r in rows[1:]]
+    values = [float(v) for v in top1 if v]
+    assert len(values) == 2 and all(0.0 <= v <= 100.0 for v in values)  # one per epoch
