@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from lightly_amix.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightly_amix.mixing.base import Mixup
+from lightly_amix.mixing.base import Mixup, pair_batch
 from lightly_amix.mixing.mix_block import MixBlock, mix_images
 from lightly_amix.mixing.registry import build_mixup
 
@@ -77,9 +77,7 @@ def mixup_columns(
         Mix Block ``MB mask`` (grey) and ``MB mix``.
     """
     r = images_a.shape[0]
-    batch = torch.cat([images_a, images_b])  # (2R, 3, H, W)
-    perm = torch.cat([torch.arange(r, 2 * r), torch.arange(r)]).to(batch.device)
-    lam2 = torch.cat([lam, 1 - lam]).to(batch.device)
+    batch, perm, lam2 = pair_batch(images_a, images_b, lam)  # (2R, 3, H, W), (2R,), (2R,)
     columns = {"A": images_a, "B": images_b}
     for name, mixup in mixups.items():
         columns[name] = mixup(batch, perm, lam2, generator=generator).images[:r].clamp(0, 1)

@@ -73,3 +73,18 @@ def test_two_process_amix_c_shares_permutation_queue_and_pseudo_labels(
     assert len(rank0["partners"]) == len(rank1["partners"]) == 2 * STEPS
     for p0, p1 in zip(rank0["partners"], rank1["partners"], strict=True):
         assert sorted(torch.cat([p0, p1]).tolist()) == list(range(2 * BATCH))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_fixed_mixup_mixes_with_partners_from_both_ranks(
+    fake_stl10: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "manifold"
+    result = run_ddp(fake_stl10, out, "--method", "manifoldmix")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(out / "rank0.pt", weights_only=False)
+    rank1 = torch.load(out / "rank1.pt", weights_only=False)
+    assert torch.equal(rank0["bank"], rank1["bank"])
+    for key in [k for k in rank0["backbone"] if k.endswith(("weight", "bias"))]:
+        assert torch.equal(rank0["backbone"][key], rank1["backbone"][key]), key

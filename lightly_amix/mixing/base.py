@@ -136,3 +136,20 @@ class Mixup(nn.Module):
 def mix_with_mask(images: Tensor, perm: Tensor, mask: Tensor) -> Tensor:
     """``mask ⊙ x_i + (1 − mask) ⊙ x_perm[i]`` for a mask of shape (N, 1, H, W)."""
     return torch.lerp(images[perm], images, mask.to(images.dtype))
+
+
+def pair_batch(images: Tensor, partners: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A 2N batch in which sample ``n`` and ``N + n`` are each other's partners.
+
+    Mixing ``images[n]`` with an arbitrary ``partners[n]`` (say, from another device) with
+    any mixup: run the mixup on the returned batch, permutation and λ, and keep the first N
+    rows.
+
+    Returns:
+        ``(cat(images, partners)`` (2N, ...), the swap permutation (2N,), ``cat(λ, 1 − λ)``
+        (2N,)).
+    """
+    n = images.shape[0]
+    swap = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(images.device)
+    lam = lam.to(images.device)
+    return torch.cat([images, partners]), swap, torch.cat([lam, 1 - lam])

@@ -28,7 +28,7 @@ from lightly_amix.losses import (
     info_nce_logits,
     mixup_info_nce,
 )
-from lightly_amix.mixing.base import MixOutput, Mixup, sample_lambda
+from lightly_amix.mixing.base import MixOutput, Mixup, pair_batch, sample_lambda
 from lightly_amix.mixing.manifold import ManifoldMix
 from lightly_amix.mixing.registry import build_mixup
 from lightly_amix.models.base import MomentumContrastMethod, _as_config
@@ -60,9 +60,7 @@ def mix_with_partners(mixup: Mixup, images: Tensor, partners: Tensor, lam: Tenso
     with a permutation directly.
     """
     n = images.shape[0]
-    batch = torch.cat([images, partners])  # (2N, C, H, W)
-    perm = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(images.device)
-    out = mixup(batch, perm, torch.cat([lam, 1 - lam]))
+    out = mixup(*pair_batch(images, partners, lam))
     mask = None if out.mask is None else out.mask[:n]
     return MixOutput(images=out.images[:n], lam=out.lam[:n], mask=mask, stage=out.stage)
 
@@ -120,11 +118,9 @@ class MixMoCo(MomentumContrastMethod):
             out = mix_with_partners(self.mixup, x_q, x_partner, lam)
         if isinstance(self.mixup, ManifoldMix):
             if perm_local is None:  # mix hidden features of the 2N batch, keep the first N
-                n = x_q.shape[0]
-                both = torch.cat([x_q, x_partner])
-                swap = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(x_q.device)
-                lam2 = torch.cat([out.lam, 1 - out.lam])
+                both, swap, lam2 = pair_batch(x_q, x_partner, out.lam)
                 assert out.stage is not None
+                n = x_q.shape[0]
                 features = self.backbone.forward_manifold(both, out.stage, swap, lam2)[:n]
             else:
                 assert out.stage is not None
