@@ -199,3 +199,20 @@ def test_corrupt_gzip(fashion_mnist: FakeFashionMNIST) -> None:
     assert f"Cannot decompress gzipped idx file '{path}'" in message
     assert "truncated or corrupt" in message
     assert "Reinstall dataset-fashion-mnist, or delete the file and pass --download" in message
+
+
+REAL_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not (REAL_ROOT / "train-images-idx3-ubyte.gz").is_file(),
+    reason="the Debian package dataset-fashion-mnist is not installed",
+)
+def test_reads_the_real_debian_files() -> None:
+    train = FashionMNIST(REAL_ROOT, split="train")
+    test = FashionMNIST(REAL_ROOT, split="test")
+    assert (len(train), len(test)) == (60000, 10000)
+    assert np.bincount(train.labels).tolist() == [6000] * 10
+    assert np.bincount(test.labels).tolist() == [1000] * 10
+    image, label = train[0]
+    assert image.size == (28, 28) and image.mode == "RGB" and label == 9  # an ankle boot
