@@ -208,7 +208,9 @@ class AMix(MixMoCo):
         features, stage3 = self.backbone.forward_with_stage3(x_q)
         q = F.normalize(self.projection_head(features), dim=1)  # (N, D)
         k = self.encode_key(x_k)  # (N, D)
-        ptr = int(self.memory_bank.bank_ptr)
+        # The queue position of this step's keys, for the label queue (AMix-C only: reading it
+        # is a host-device sync).
+        ptr = int(self.memory_bank.bank_ptr) if self.odc is not None else 0
         negatives = self.negatives_then_enqueue(k)  # (K, D), before this step's keys
         loss_moco, acc = self.moco_loss(q, k, negatives)
 
