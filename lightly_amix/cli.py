@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightly_amix.config import (
+    AUGMENT_ON_CHOICES,
     FIXED_MIXUPS,
     METHODS,
     PretrainConfig,
@@ -31,7 +32,12 @@ from lightly_amix.config import (
     to_yaml,
     uses_pseudo_labels,
 )
-from lightly_amix.data import build_dataset, eval_transform, moco_v2_transform
+from lightly_amix.data import (
+    build_dataset,
+    build_pretrain_dataset,
+    eval_transform,
+    resolve_augment_on,
+)
 from lightly_amix.eval.cli import EVAL_SPLITS
 from lightly_amix.eval.monitor import KNNMonitor
 from lightly_amix.models import AMix, MixMoCo, MoCoV2, MomentumContrastMethod
@@ -111,6 +117,12 @@ def build_parser(dataset: str, prog: str | None = None) -> argparse.ArgumentPars
     add("--precision", help="trainer.precision: 32-true, bf16-mixed, 16-mixed")
     add("--seed", type=int, help="trainer.seed")
     add("--num-workers", type=int, help="data.num_workers: loader processes")
+    add(
+        "--augment-on",
+        choices=AUGMENT_ON_CHOICES,
+        help="data.augment_on: draw the two views in the loader workers (PIL), or on the "
+        "device from uint8 batches; auto = device when training on a GPU (default)",
+    )
     return parser
 
 
@@ -120,6 +132,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "data.root": args.data_root,
         "data.download": args.download,
         "data.num_workers": args.num_workers,
+        "data.augment_on": args.augment_on,
         "model.backbone": args.backbone,
         "model.queue_size": args.queue_size,
         "trainer.epochs": args.epochs,
@@ -327,11 +340,13 @@ def pretrain_main(
 
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     try:
-        train_set = build_dataset(
+        augment_on = resolve_augment_on(cfg.data.augment_on, cfg.trainer.accelerator)
+        train_set, device_augment = build_pretrain_dataset(
             cfg.data.dataset,
             cfg.data.root,
             cfg.data.split,
-            transform=moco_v2_transform(cfg.data.image_size),
+            cfg.data.image_size,
+            augment_on=augment_on,
             download=cfg.data.download,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -341,6 +356,8 @@ def pretrain_main(
     print(f"Writing to {output_dir.resolve()}")
     print("Effective config:\n" + textwrap.indent(to_yaml(cfg), "  "))
     print(f"Data set: {cfg.data.dataset} '{cfg.data.split}' in {cfg.data.root}: {n_images} images")
+    where = "in the loader workers (PIL)" if device_augment is None else "on the device, batched"
+    print(f"Two-view augmentation: {augment_on} ({where})")
     if cfg.model.queue_size > n_images:
         warnings.warn(
             f"model.queue_size ({cfg.model.queue_size}) is larger than the data set "
@@ -370,7 +387,12 @@ def pretrain_main(
             transform=eval_transform(cfg.data.image_size),
         )
     datamodule = PretrainDataModule(
-        train_set, cfg.trainer.batch_size, cfg.data.num_workers, cfg.trainer.seed, feature_set
+        train_set,
+        cfg.trainer.batch_size,
+        cfg.data.num_workers,
+        cfg.trainer.seed,
+        feature_set,
+        device_augment=device_augment,
     )
     extra = list(callbacks)
     if cfg.mixing.grid_every_n_epochs > 0 and cfg.method != "mocov2":

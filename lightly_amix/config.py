@@ -37,6 +37,10 @@ BLOCK_LOSS_TERMS = ("bce", "infonce", "infonce_pl", "ce_pl", "pbce")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 
 
+# Where the two views are drawn (DataConfig.augment_on).
+AUGMENT_ON_CHOICES: tuple[str, ...] = ("auto", "loader", "device")
+
+
 @dataclass
 class DataConfig:
     """Where the images come from.
@@ -48,6 +52,10 @@ class DataConfig:
         image_size: Side of the square crops fed to the network.
         num_workers: DataLoader worker processes.
         download: Use torchvision's downloader (needs internet; STL-10, Fashion-MNIST only).
+        augment_on: Where the two MoCo v2 views are drawn: ``loader`` (per image, PIL, in
+            the loader workers), ``device`` (whole uint8 batches on the training device; see
+            ``lightly_amix.data.device_augment``) or ``auto`` (``device`` when training on a
+            GPU, else ``loader``). Both give the same distribution of views.
     """
 
     dataset: str = "stl10"
@@ -56,6 +64,7 @@ class DataConfig:
     image_size: int = 96
     num_workers: int = 8
     download: bool = False
+    augment_on: str = "auto"
 
 
 @dataclass
@@ -317,6 +326,7 @@ def _positive(value: float | int, key: str, allow_zero: bool = False) -> None:
 def validate(cfg: PretrainConfig) -> None:
     """Checks values that types alone cannot check; raises ValueError naming the key."""
     _choice(cfg.method, METHODS, "method")
+    _choice(cfg.data.augment_on, AUGMENT_ON_CHOICES, "data.augment_on")
     _choice(cfg.model.backbone, BACKBONES, "model.backbone")
     _choice(cfg.model.momentum_schedule, MOMENTUM_SCHEDULES, "model.momentum_schedule")
     _positive(cfg.data.image_size, "data.image_size")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
@@ -75,6 +76,9 @@ class PretrainDataModule(pl.LightningDataModule):
         seed: The run's seed.
         feature_dataset: The same images with a deterministic transform, for a pass over the
             whole set (AMix-C's k-means initialisation); see :meth:`feature_dataloader`.
+        device_augment: For ``data.augment_on=device``: the dataset yields uint8 pixels and
+            this module turns each training batch, once on the device, into the two views
+            (:class:`lightly_amix.data.device_augment.MoCoV2DeviceAugment`).
     """
 
     def __init__(
@@ -84,8 +88,10 @@ class PretrainDataModule(pl.LightningDataModule):
         num_workers: int,
         seed: int,
         feature_dataset: Dataset | None = None,
+        device_augment: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.device_augment = device_augment
         self.dataset = IndexedDataset(dataset)
         self.feature_dataset = IndexedDataset(feature_dataset) if feature_dataset else None
         self.batch_size = batch_size
@@ -117,6 +123,15 @@ class PretrainDataModule(pl.LightningDataModule):
             generator=generator,
             persistent_workers=False,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Draws the two views on the device when the loader delivered uint8 pixels."""
+        if self.device_augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels, indices = batch
+        if self.device_augment.mean.device != images.device:
+            self.device_augment.to(images.device)
+        return self.device_augment(images), labels, indices
 
     def feature_dataloader(self) -> DataLoader:
         """Every image once, in order, split across devices: ``(image, label, index)``."""

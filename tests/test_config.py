@@ -52,7 +52,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     [
         (
             ["data.colour=1"],
-            "Unknown config key 'data.colour'.*Valid keys in data: dataset, download",
+            "Unknown config key 'data.colour'.*Valid keys in data: augment_on, dataset, download",
         ),
         (["epochs=1"], "Unknown config key 'epochs'.*Valid keys in <top level>: data, method"),
         (["trainer.epochs=many"], "Invalid value for config key 'trainer.epochs'"),

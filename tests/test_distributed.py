@@ -27,9 +27,14 @@ def run_ddp(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[s
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_process_ddp_keeps_ranks_in_sync(fake_stl10: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_two_process_ddp_keeps_ranks_in_sync(
+    augment_on: str, fake_stl10: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    result = run_ddp(fake_stl10, out, "--config", str(CONFIG))
+    result = run_ddp(
+        fake_stl10, out, "--config", str(CONFIG), "--set", f"data.augment_on={augment_on}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(out / "rank0.pt", weights_only=False)
     rank1 = torch.load(out / "rank1.pt", weights_only=False)
@@ -47,6 +52,7 @@ def test_two_process_ddp_keeps_ranks_in_sync(fake_stl10: Path, tmp_path: Path) -
         assert torch.equal(rank0["backbone"][key], rank1["backbone"][key]), key
     assert len(rank0["batches"]) == STEPS
     for b0, b1 in zip(rank0["batches"], rank1["batches"], strict=True):
+        assert b0.dtype == torch.float32  # views, also when drawn on the device
         assert not torch.equal(b0, b1)
     assert (out / "last.ckpt").is_file() and (out / "backbone.pt").is_file()
 

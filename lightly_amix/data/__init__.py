@@ -15,6 +15,13 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lightly_amix.data.device_augment import (
+    MoCoV2DeviceAugment,
+    UInt8ArrayImages,
+    device_augment_for,
+    loader_transform,
+    resolve_augment_on,
+)
 from lightly_amix.data.errors import DatasetFormatError
 from lightly_amix.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -48,16 +55,19 @@ __all__ = [
     "IMAGENET_STD",
     "DatasetFormatError",
     "FashionMNIST",
+    "MoCoV2DeviceAugment",
     "ImageFolderDataset",
     "STL10Binary",
     "TinyImageNet",
     "build_dataset",
+    "build_pretrain_dataset",
     "default_image_size",
     "eval_transform",
     "folder_dataset",
     "imagenet_dataset",
     "moco_v2_transform",
     "read_idx_ubyte",
+    "resolve_augment_on",
     "rgb_loader",
 ]
 
@@ -178,3 +188,51 @@ def build_dataset(
     if name == "folder":
         return folder_dataset(root, split, transform=transform)
     return FashionMNIST(root, split=split, transform=transform, download=download)
+
+
+def build_pretrain_dataset(
+    name: str,
+    root: str | Path,
+    split: str,
+    image_size: int,
+    augment_on: str = "loader",
+    download: bool = False,
+) -> tuple[Dataset[tuple[Any, int]], MoCoV2DeviceAugment | None]:
+    """The pre-training data set of `name`, for views drawn in the loader or on the device.
+
+    Args:
+        name: The dataset name, one of the keys of DATASET_SPLITS.
+        root: The dataset folder.
+        split: One of DATASET_SPLITS[name].
+        image_size: Side length of the views.
+        augment_on: ``loader``: the data set yields the two views (``moco_v2_transform``)
+            and the second return value is None. ``device``: it yields uint8 pixels, read
+            without PIL for STL-10 and Fashion-MNIST, cropped on the CPU for data sets of
+            varying image sizes, and the second return value draws the views from a batch
+            of them. ``auto`` must be resolved first (``resolve_augment_on``).
+        download: As in :func:`build_dataset`.
+
+    Returns:
+        ``(dataset, device_augment)``.
+
+    Examples:
+        >>> dataset, augment = build_pretrain_dataset(
+        ...     "stl10", "data/stl10", "train+unlabeled", 96, augment_on="device"
+        ... )  # doctest: +SKIP
+    """
+    if augment_on == "loader":
+        transform = moco_v2_transform(image_size)
+        return build_dataset(name, root, split, transform, download=download), None
+    if augment_on != "device":
+        raise ValueError(
+            f"augment_on must be 'loader' or 'device' here, got {augment_on!r} "
+            "(resolve 'auto' with resolve_augment_on first)."
+        )
+    if name in ("stl10", "fashion-mnist"):
+        dataset: Dataset[tuple[Any, int]] = UInt8ArrayImages(
+            build_dataset(name, root, split, download=download)
+        )
+    else:
+        transform = loader_transform(name, image_size)
+        dataset = build_dataset(name, root, split, transform, download=download)
+    return dataset, device_augment_for(name, image_size)

@@ -158,6 +158,15 @@ class FashionMNIST(Dataset[tuple[Any, int]]):
             image = self.transform(image)
         return image, int(self.labels[index])
 
+    def get_uint8(self, index: int) -> np.ndarray:
+        """Returns image `index` as a (28, 28, 1) uint8 array (height, width, grey).
+
+        Examples:
+            >>> dataset.get_uint8(0).shape  # doctest: +SKIP
+            (28, 28, 1)
+        """
+        return self.images[index][:, :, None].copy()
+
 
 def read_idx_ubyte(path: Path, expected_magic: int) -> np.ndarray:
     """Reads an idx file of uint8 values, gzipped or not, and checks its header.

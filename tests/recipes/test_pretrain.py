@@ -68,7 +68,7 @@ def test_help_explains_the_flags(tmp_path: Path) -> None:
     for flag in ("--data-root", "--download", "--method", "--config", "--set", "--backbone",
                  "--epochs", "--batch-size", "--limit-batches", "--queue-size", "--output-dir",
                  "--resume", "--accelerator", "--devices", "--strategy", "--precision", "--seed",
-                 "--num-workers", "backbone.pt"):  # fmt: skip
+                 "--num-workers", "--augment-on", "backbone.pt"):  # fmt: skip
         assert flag in result.stdout, flag
 
 
@@ -122,7 +122,11 @@ AMIX_C = ["--method", "amix-c", "--set", "odc.num_clusters=4", "--set", "odc.min
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", [[], AMIX_C], ids=["mocov2", "amix-c"])
+@pytest.mark.parametrize(
+    "method",
+    [[], AMIX_C, ["--set", "data.augment_on=device"]],
+    ids=["mocov2", "amix-c", "mocov2-device-augment"],
+)
 def test_resume_gives_the_same_weights_queue_and_optimizer(
     method: list[str], fake_stl10: Path, tmp_path: Path
 ) -> None:
@@ -145,7 +149,7 @@ def test_resume_gives_the_same_weights_queue_and_optimizer(
     mom_b = b["optimizer_states"][0]["state"]
     assert all(torch.equal(mom_a[i]["momentum_buffer"], mom_b[i]["momentum_buffer"]) for i in mom_a)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
-    if method:  # AMix-C: the Mix Block and the clustering memory are part of the state
+    if method == AMIX_C:  # the Mix Block and the clustering memory are part of the state
         assert any(key.startswith("mix_block.") for key in a["state_dict"])
         assert any(key.startswith("odc.") for key in a["state_dict"])
     # Different seeds give different weights: the equality above is not trivially true.
@@ -213,3 +217,58 @@ def test_every_method_runs_from_its_shipped_config(
     assert (yaml.safe_load((out / "config.yaml").read_text()))["method"] == method
     if method.startswith("amix"):  # the configs save a grid of mixed samples every 20 epochs
         assert (out / "grids" / "mixup_epoch000.png").is_file()
+
+
+class _RecordBatches(pl.Callback):
+    """Keeps what the training step receives (after the device-side augmentation)."""
+
+    def __init__(self) -> None:
+        self.batches: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.batches.append(batch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mocov2", "amix-i", "cutmix"])
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_both_augmentation_modes_train(
+    method: str, augment_on: str, fake_stl10: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    record = _RecordBatches()
+    _fit(fake_stl10, out, 1, "--method", method, "--augment-on", augment_on, callbacks=(record,))
+    assert f"Two-view augmentation: {augment_on}" in capsys.readouterr().out
+    assert _load(out / "last.ckpt")["global_step"] == 2
+    for views, labels, indices in record.batches:
+        assert len(views) == 2 and labels.shape == indices.shape == (4,)
+        for view in views:  # normalised float views, whichever side drew them
+            assert view.shape == (4, 3, 32, 32) and view.dtype == torch.float32
+            assert float(view.min()) < 0.0
+    first_q, first_k = record.batches[0][0]
+    assert not torch.allclose(first_q, first_k)
+    if method == "amix-i":
+        assert (out / "grids" / "mixup_epoch000.png").is_file()
+
+
+def test_a_bad_augment_on_value_is_refused(
+    fake_stl10: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--data-root", str(fake_stl10), "--output-dir", str(tmp_path / "out"), *FAST,
+            "--set", "data.augment_on=gpu"]  # fmt: skip
+    assert pretrain_main(argv, dataset="stl10", config_dir=REPO / "recipes" / "configs") == 2
+    err = capsys.readouterr().err
+    assert "Invalid data.augment_on 'gpu'. Expected one of: auto, loader, device." in err
+
+
+@pytest.mark.slow
+def test_device_augmentation_under_bf16_mixed_precision(fake_stl10: Path, tmp_path: Path) -> None:
+    """AMP: the views are drawn in fp32 before autocast, AMix-I trains in bf16-mixed."""
+    out = tmp_path / "out"
+    record = _RecordBatches()
+    _fit(fake_stl10, out, 1, "--method", "amix-i", "--precision", "bf16-mixed",
+         "--set", "data.augment_on=device", callbacks=(record,))  # fmt: skip
+    ckpt = _load(out / "last.ckpt")
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert record.batches[0][0][0].dtype == torch.float32
