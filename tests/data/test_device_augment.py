@@ -117,7 +117,9 @@ def test_crop_boxes_follow_torchvisions_sampler() -> None:
     other = np.array(
         [
             (lambda b: b[2] * b[3] / size**2)(
-                T.RandomResizedCrop.get_params(torch.zeros(3, size, size), (0.08, 1.0), (3 / 4, 4 / 3))
+                T.RandomResizedCrop.get_params(
+                    torch.zeros(3, size, size), (0.08, 1.0), (3 / 4, 4 / 3)
+                )
             )
             for _ in range(n)
         ]
@@ -254,7 +256,9 @@ def test_bad_arguments_raise() -> None:
 def test_auto_picks_device_only_on_a_gpu() -> None:
     assert resolve_augment_on("auto", "cpu") == "loader"
     assert resolve_augment_on("auto", "gpu") == "device"
-    assert resolve_augment_on("auto", "auto") == ("device" if torch.cuda.is_available() else "loader")
+    assert resolve_augment_on("auto", "auto") == (
+        "device" if torch.cuda.is_available() else "loader"
+    )
     assert resolve_augment_on("device", "cpu") == "device"
     assert resolve_augment_on("loader", "gpu") == "loader"
 

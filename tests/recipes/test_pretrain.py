@@ -270,5 +270,7 @@ def test_device_augmentation_under_bf16_mixed_precision(fake_stl10: Path, tmp_pa
          "--set", "data.augment_on=device", callbacks=(record,))  # fmt: skip
     ckpt = _load(out / "last.ckpt")
     assert ckpt["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
     assert record.batches[0][0][0].dtype == torch.float32
