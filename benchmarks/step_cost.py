@@ -4,19 +4,27 @@
 Each round trains every method for ``--steps`` steps (after ``--warmup`` untimed ones) on the
 same synthetic batch shape; rounds alternate the methods so drifts of the machine hit all of
 them alike. A step is forward, backward, optimiser step and momentum update, timed from
-Lightning's batch-start to batch-end hooks. Prints the median ms per step and the ratio to
-MoCo v2.
+Lightning's batch-start to batch-end hooks. Prints the median ms per step, images/s, the
+peak memory of a step (CUDA: ``max_memory_allocated``; CPU: the growth of the process's
+resident memory, sampled every millisecond, which glibc's allocator makes approximate) and
+the ratio to the first method (MoCo v2).
+
+A method may carry config overrides after a colon, e.g. ``amix-i:mixing.block_features=online``.
 
 Examples:
-    python benchmarks/step_cost.py           # CPU preset: ResNet-18, batch 32, 64 px
-    python benchmarks/step_cost.py --device gpu --batch-size 256 --image-size 96 \
-        --precision bf16-mixed
+    python benchmarks/step_cost.py --preset cpu    # ResNet-18, batch 32, 64 px, 2 threads
+    python benchmarks/step_cost.py --preset gpu    # ResNet-18, batch 256, 96 px, bf16,
+                                                   # channels_last
+    python benchmarks/step_cost.py --preset cpu --methods mocov2 amix-i \
+        amix-i:mixing.block_features=online
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -44,15 +52,51 @@ class RandomViews(Dataset):
         return (x, -1) if self.single else ([x, x.flip(-1)], -1)
 
 
+def resident_bytes() -> int:
+    """The process's resident memory (Linux), 0 where /proc is missing."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
 class StepTimer(pl.Callback):
+    """Times the steps after ``warmup`` and records the peak memory of the timed steps."""
+
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
         self.times: list[float] = []
+        self.peak_bytes = 0
         self._start = 0.0
+        self._base = 0
+        self._sampling = False
+        self._thread: threading.Thread | None = None
 
     def _sync(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+
+    def _sample(self) -> None:
+        while self._sampling:
+            self.peak_bytes = max(self.peak_bytes, resident_bytes() - self._base)
+            time.sleep(0.001)
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._base = resident_bytes()
+            self._sampling = True
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+
+    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if torch.cuda.is_available():
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+        elif self._thread is not None:
+            self._sampling = False
+            self._thread.join()
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._sync()
@@ -62,6 +106,14 @@ class StepTimer(pl.Callback):
         self._sync()
         if trainer.global_step > self.warmup:
             self.times.append((time.perf_counter() - self._start) * 1000)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"device": "cpu", "batch_size": 32, "image_size": 64, "threads": 2,
+            "precision": "32-true", "channels_last": False},
+    "gpu": {"device": "gpu", "batch_size": 256, "image_size": 96, "threads": 2,
+            "precision": "bf16-mixed", "channels_last": True, "steps": 20, "warmup": 5},
+}  # fmt: skip
 
 
 def main() -> None:
@@ -78,12 +130,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true", help="channels_last weights")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help="sets the flags above; later flags win"
+    )
     args = parser.parse_args()
+    if args.preset:
+        parser.set_defaults(**PRESETS[args.preset])
+        args = parser.parse_args()
     torch.set_num_threads(args.threads)
     n_images = args.batch_size * (args.steps + args.warmup) * 2
     times: dict[str, list[float]] = {m: [] for m in args.methods}
     models = {}
-    for method in args.methods:
+    for spec in args.methods:
+        method, *extra = spec.split(":")
         cfg = load_config(
             overrides=[
                 f"method={method}",
@@ -92,9 +152,13 @@ def main() -> None:
                 f"trainer.batch_size={args.batch_size}",
                 "mixing.block_loss=" + ("ce_pl+bce" if method == "amix-c" else "infonce+bce"),
                 f"odc.num_clusters={max(2, n_images // 20)}",
+                *extra,
             ]
         )
-        models[method] = build_model(cfg, n_images)
+        models[spec] = build_model(cfg, n_images)
+        if args.channels_last:
+            models[spec] = models[spec].to(memory_format=torch.channels_last)
+    peaks: dict[str, int] = dict.fromkeys(args.methods, 0)
     for _ in range(args.rounds):
         for method in args.methods:
             timer = StepTimer(args.warmup)
@@ -110,17 +174,24 @@ def main() -> None:
             )  # fmt: skip
             trainer.fit(models[method], datamodule=data)
             times[method].extend(timer.times)
+            peaks[method] = max(peaks[method], timer.peak_bytes)
     base = statistics.median(times[args.methods[0]])
+    where = torch.cuda.get_device_name() if args.device in ("gpu", "cuda") else "CPU"
     print(
-        f"{args.backbone}, batch {args.batch_size}, {args.image_size} px, {args.precision}, "
-        f"{args.device} ({torch.get_num_threads()} threads); median of "
-        f"{len(times[args.methods[0]])} steps over {args.rounds} interleaved rounds"
+        f"{args.backbone}, batch {args.batch_size}, {args.image_size} px, {args.precision}"
+        f"{', channels_last' if args.channels_last else ''}, {where} "
+        f"({torch.get_num_threads()} threads); median of {len(times[args.methods[0]])} steps "
+        f"over {args.rounds} interleaved rounds"
     )
-    print(f"| method | ms / step | × {args.methods[0]} |")
-    print("|---|---:|---:|")
+    memory = "peak GPU MiB" if args.device in ("gpu", "cuda") else "peak RSS growth MiB"
+    print(f"| method | ms / step | images / s | {memory} | × {args.methods[0]} |")
+    print("|---|---:|---:|---:|---:|")
     for method, values in times.items():
         median = statistics.median(values)
-        print(f"| {method} | {median:.1f} | {median / base:.2f} |")
+        print(
+            f"| {method} | {median:.1f} | {args.batch_size / median * 1000:.0f} | "
+            f"{peaks[method] / 2**20:.0f} | {median / base:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""k-means speed (faiss vs scikit-learn) and the ODC memory's share of an AMix-C step.
+
+1. Random unit vectors of the STL-10 size (105,000 x 128), K = 200, 20 Lloyd iterations, in one
+   process: ``lightly_amix.clustering.kmeans`` (faiss on every row: no subsampling), faiss
+   with its default subsampling (``max_points_per_centroid=256``, i.e. 51,200 of the 105,000
+   rows), and scikit-learn's ``KMeans`` (Lloyd, random init, ``n_init=1``, ``tol=0`` so that
+   all 20 iterations run). Seconds and ratios.
+2. ODC overhead: an AMix-C model whose clustering memory holds 105,000 features (initialised
+   from the k-means above) trains ``--steps`` steps; the time spent in ``ODCMemory.update``
+   (memory update, relabelling, and the centroid refresh every ``odc.refresh_interval``
+   steps) is compared with the whole step, both averaged over the same steps.
+
+Examples:
+    python benchmarks/kmeans.py                 # 2 threads, CPU
+    python benchmarks/kmeans.py --skip-sklearn --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_cost import RandomViews, StepTimer  # noqa: E402
+
+from lightly_amix.cli import build_model  # noqa: E402
+from lightly_amix.clustering import kmeans  # noqa: E402
+from lightly_amix.config import load_config  # noqa: E402
+from lightly_amix.models.amix import AMix  # noqa: E402
+from lightly_amix.training import PretrainDataModule  # noqa: E402
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def inertia(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> float:
+    """Mean squared distance of the rows to their centroids (same measure for every tool)."""
+    return float(((x - centroids[labels]) ** 2).sum(axis=1).mean())
+
+
+def kmeans_rows(
+    x: np.ndarray, k: int, iters: int, skip_sklearn: bool
+) -> list[tuple[str, float, float]]:
+    rows = []
+    seconds, (centroids, labels) = timed(lambda: kmeans(torch.from_numpy(x), k, iters=iters))
+    rows.append(("faiss, every row (lightly_amix kmeans)", seconds,
+                 inertia(x, labels.numpy(), centroids.numpy())))  # fmt: skip
+
+    def faiss_default() -> tuple[np.ndarray, np.ndarray]:
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0)  # max_points_per_centroid=256
+        km.train(x)
+        assert km.centroids is not None
+        return km.centroids, km.index.search(x, 1)[1][:, 0]
+
+    seconds, (c, lab) = timed(faiss_default)
+    rows.append((f"faiss, default subsampling ({min(len(x), 256 * k)} rows)", seconds,
+                 inertia(x, lab, c)))  # fmt: skip
+    if not skip_sklearn:
+        from sklearn.cluster import KMeans
+
+        est = KMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
+                     random_state=0)  # fmt: skip
+        seconds, _ = timed(lambda: est.fit(x))
+        rows.append(("scikit-learn KMeans (lloyd, random init)", seconds,
+                     inertia(x, est.labels_, est.cluster_centers_)))  # fmt: skip
+    return rows
+
+
+class ODCTimer:
+    """Wraps ``ODCMemory.update`` and records its wall time per call (ms)."""
+
+    def __init__(self, model: AMix) -> None:
+        assert model.odc is not None
+        self.times: list[float] = []
+        original = model.odc.update
+
+        def update(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times.append((time.perf_counter() - start) * 1000)
+            return out
+
+        model.odc.update = update  # type: ignore[method-assign]
+
+
+def odc_share(x: np.ndarray, args: argparse.Namespace) -> tuple[float, float, int]:
+    n = x.shape[0]
+    cfg = load_config(overrides=[
+        "method=amix-c", f"trainer.batch_size={args.batch_size}", "model.queue_size=4096",
+        f"odc.num_clusters={args.clusters}",
+    ])  # fmt: skip
+    model = build_model(cfg, n)
+    assert isinstance(model, AMix) and model.odc is not None
+    model.odc.initialize(F.normalize(torch.from_numpy(x), dim=1))  # skips the feature pass
+    odc = ODCTimer(model)
+    timer = StepTimer(args.warmup)
+    data = PretrainDataModule(RandomViews(n, args.image_size), args.batch_size, 0, seed=0)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=args.steps + args.warmup, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[timer], reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    odc_ms = statistics.fmean(odc.times[-len(timer.times) :])
+    return odc_ms, statistics.fmean(timer.times), model.odc.refresh_interval
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--rows", type=int, default=105_000)
+    add("--dim", type=int, default=128)
+    add("--clusters", type=int, default=200)
+    add("--iters", type=int, default=20)
+    add("--threads", type=int, default=2)
+    add("--skip-sklearn", action="store_true")
+    add("--steps", type=int, default=20, help="timed AMix-C steps (a multiple of 10)")
+    add("--warmup", type=int, default=2)
+    add("--batch-size", type=int, default=32)
+    add("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.rows, args.dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+
+    rows = kmeans_rows(x, args.clusters, args.iters, args.skip_sklearn)
+    print(f"k-means: {args.rows} x {args.dim} random unit vectors, K = {args.clusters}, "
+          f"{args.iters} iterations, {args.threads} threads")  # fmt: skip
+    print("| k-means | seconds | × slower than faiss (every row) | mean squared distance |")
+    print("|---|---:|---:|---:|")
+    for name, seconds, quality in rows:
+        print(f"| {name} | {seconds:.2f} | {seconds / rows[0][1]:.2f} | {quality:.4f} |")
+
+    odc_ms, step_ms, interval = odc_share(x, args)
+    print(f"\nODC overhead: AMix-C, ResNet-18, batch {args.batch_size}, {args.image_size} px, "
+          f"memory of {args.rows} features, K = {args.clusters}, refresh every {interval} "
+          f"steps; mean of {args.steps} steps")  # fmt: skip
+    print("| ODC ms / step | AMix-C ms / step | share |")
+    print("|---:|---:|---:|")
+    print(f"| {odc_ms:.1f} | {step_ms:.0f} | {100 * odc_ms / step_ms:.2f} % |")
+
+
+if __name__ == "__main__":
+    main()
