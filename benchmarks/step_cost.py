@@ -6,8 +6,9 @@ same synthetic batch shape; rounds alternate the methods so drifts of the machin
 them alike. A step is forward, backward, optimiser step and momentum update, timed from
 Lightning's batch-start to batch-end hooks. Prints the median ms per step, images/s, the
 peak memory of a step (CUDA: ``max_memory_allocated``; CPU: the growth of the process's
-resident memory, sampled every millisecond, which glibc's allocator makes approximate) and
-the ratio to the first method (MoCo v2).
+resident memory over its level after `malloc_trim`, sampled every millisecond: approximate) and
+the ratio to the first method (MoCo v2). AMix-C's clustering memory holds `--dataset-size`
+features (STL-10: 105,000) with K = 200, initialised from random unit vectors.
 
 A method may carry config overrides after a colon, e.g. ``amix-i:mixing.block_features=online``.
 
@@ -22,6 +23,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import statistics
 import threading
@@ -30,6 +33,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from lightly_amix.cli import build_model
@@ -61,6 +65,15 @@ def resident_bytes() -> int:
         return 0
 
 
+def release_free_memory() -> None:
+    """Returns freed heap memory to the OS (glibc), so RSS growth measures this method's peak."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class StepTimer(pl.Callback):
     """Times the steps after ``warmup`` and records the peak memory of the timed steps."""
 
@@ -86,6 +99,7 @@ class StepTimer(pl.Callback):
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         else:
+            release_free_memory()
             self._base = resident_bytes()
             self._sampling = True
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -130,6 +144,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dataset-size", type=int, default=105_000, help="(STL-10's)")
+    parser.add_argument("--queue-size", type=int, default=4096)
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights")
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), help="sets the flags above; later flags win"
@@ -139,7 +155,10 @@ def main() -> None:
         parser.set_defaults(**PRESETS[args.preset])
         args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    n_images = args.batch_size * (args.steps + args.warmup) * 2
+    # A data set of STL-10's size (pixels drawn lazily): AMix-C's clustering memory holds
+    # one feature per image, initialised from random unit vectors (the k-means start-up pass
+    # over the images is not part of a step).
+    n_images = args.dataset_size
     times: dict[str, list[float]] = {m: [] for m in args.methods}
     models = {}
     for spec in args.methods:
@@ -148,14 +167,18 @@ def main() -> None:
             overrides=[
                 f"method={method}",
                 f"model.backbone={args.backbone}",
-                f"model.queue_size={min(4096, n_images)}",
+                f"model.queue_size={args.queue_size}",
                 f"trainer.batch_size={args.batch_size}",
                 "mixing.block_loss=" + ("ce_pl+bce" if method == "amix-c" else "infonce+bce"),
-                f"odc.num_clusters={max(2, n_images // 20)}",
+                "odc.num_clusters=200",
                 *extra,
             ]
         )
         models[spec] = build_model(cfg, n_images)
+        odc = getattr(models[spec], "odc", None)
+        if odc is not None:
+            g = torch.Generator().manual_seed(0)
+            odc.initialize(F.normalize(torch.randn(n_images, odc.features.shape[1], generator=g)))
         if args.channels_last:
             models[spec] = models[spec].to(memory_format=torch.channels_last)
     peaks: dict[str, int] = dict.fromkeys(args.methods, 0)
@@ -163,9 +186,8 @@ def main() -> None:
         for method in args.methods:
             timer = StepTimer(args.warmup)
             data = PretrainDataModule(
-                RandomViews(n_images, args.image_size), args.batch_size, 0, seed=0,
-                feature_dataset=RandomViews(n_images, args.image_size, single=True),
-            )  # fmt: skip
+                RandomViews(n_images, args.image_size), args.batch_size, 0, seed=0
+            )
             trainer = pl.Trainer(
                 accelerator=args.device, devices=1, precision=args.precision,
                 max_steps=args.steps + args.warmup, logger=False, enable_checkpointing=False,
