@@ -348,6 +348,7 @@ def pretrain_main(
             cfg.data.image_size,
             augment_on=augment_on,
             download=cfg.data.download,
+            min_scale=cfg.data.crop_min_scale,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         return _error(str(exc))

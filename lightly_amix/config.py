@@ -56,6 +56,8 @@ class DataConfig:
             the loader workers), ``device`` (whole uint8 batches on the training device; see
             ``lightly_amix.data.device_augment``) or ``auto`` (``device`` when training on a
             GPU, else ``loader``). Both give the same distribution of views.
+        crop_min_scale: Smallest random-resized-crop area as a share of the image (MoCo v2:
+            0.2; milder crops suit small images whose class is their whole shape).
     """
 
     dataset: str = "stl10"
@@ -65,6 +67,7 @@ class DataConfig:
     num_workers: int = 8
     download: bool = False
     augment_on: str = "auto"
+    crop_min_scale: float = 0.2
 
 
 @dataclass
@@ -327,6 +330,11 @@ def validate(cfg: PretrainConfig) -> None:
     """Checks values that types alone cannot check; raises ValueError naming the key."""
     _choice(cfg.method, METHODS, "method")
     _choice(cfg.data.augment_on, AUGMENT_ON_CHOICES, "data.augment_on")
+    if not 0.0 < cfg.data.crop_min_scale <= 1.0:
+        raise ValueError(
+            f"Invalid data.crop_min_scale {cfg.data.crop_min_scale}: expected a share of the "
+            "image area in (0, 1], e.g. 0.2 (MoCo v2)."
+        )
     _choice(cfg.model.backbone, BACKBONES, "model.backbone")
     _choice(cfg.model.momentum_schedule, MOMENTUM_SCHEDULES, "model.momentum_schedule")
     _positive(cfg.data.image_size, "data.image_size")

@@ -52,12 +52,15 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     [
         (
             ["data.colour=1"],
-            "Unknown config key 'data.colour'.*Valid keys in data: augment_on, dataset, download",
+            "Unknown config key 'data.colour'.*Valid keys in data: augment_on, crop_min_scale, "
+            "dataset, download",
         ),
         (["epochs=1"], "Unknown config key 'epochs'.*Valid keys in <top level>: data, method"),
         (["trainer.epochs=many"], "Invalid value for config key 'trainer.epochs'"),
         (["model.backbone=vgg16"], "Invalid model.backbone 'vgg16'. Expected one of: resnet18"),
         (["method=simclr"], "Invalid method 'simclr'"),
+        (["data.augment_on=gpu"], "Invalid data.augment_on 'gpu'. Expected one of: auto, loader"),
+        (["data.crop_min_scale=0"], r"Invalid data.crop_min_scale 0.0: expected .* \(0, 1\]"),
         (["model.momentum=1.5"], "model.momentum"),
         (["trainer.batch_size=0"], "trainer.batch_size 0"),
         (["trainer.epochs=2", "optim.warmup_epochs=2"], "warmup_epochs"),

@@ -43,6 +43,7 @@ from lightly_amix.data.tiny_imagenet import TINY_IMAGENET_SPLITS, TINY_IMAGENET_
 from lightly_amix.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MOCO_V2_MIN_SCALE,
     eval_transform,
     moco_v2_transform,
 )
@@ -197,6 +198,7 @@ def build_pretrain_dataset(
     image_size: int,
     augment_on: str = "loader",
     download: bool = False,
+    min_scale: float = MOCO_V2_MIN_SCALE,
 ) -> tuple[Dataset[tuple[Any, int]], MoCoV2DeviceAugment | None]:
     """The pre-training data set of `name`, for views drawn in the loader or on the device.
 
@@ -211,6 +213,7 @@ def build_pretrain_dataset(
             varying image sizes, and the second return value draws the views from a batch
             of them. ``auto`` must be resolved first (``resolve_augment_on``).
         download: As in :func:`build_dataset`.
+        min_scale: Smallest crop area as a fraction of the image (MoCo v2: 0.2).
 
     Returns:
         ``(dataset, device_augment)``.
@@ -221,7 +224,7 @@ def build_pretrain_dataset(
         ... )  # doctest: +SKIP
     """
     if augment_on == "loader":
-        transform = moco_v2_transform(image_size)
+        transform = moco_v2_transform(image_size, min_scale=min_scale)
         return build_dataset(name, root, split, transform, download=download), None
     if augment_on != "device":
         raise ValueError(
@@ -233,6 +236,6 @@ def build_pretrain_dataset(
             build_dataset(name, root, split, download=download)
         )
     else:
-        transform = loader_transform(name, image_size)
+        transform = loader_transform(name, image_size, min_scale)
         dataset = build_dataset(name, root, split, transform, download=download)
-    return dataset, device_augment_for(name, image_size)
+    return dataset, device_augment_for(name, image_size, min_scale)

@@ -66,6 +66,7 @@ from lightly_amix.data.transforms import (
     MOCO_V2_HFLIP_PROB,
     MOCO_V2_MIN_SCALE,
     SMALL_IMAGE_MAX_SIZE,
+    check_min_scale,
 )
 
 # torchvision's RandomResizedCrop defaults, which lightly's MoCoV2Transform keeps.
@@ -221,6 +222,7 @@ class MoCoV2DeviceAugment(nn.Module):
             the two crops (:class:`UInt8RandomResizedCrops`).
         blur: Apply Gaussian blur (p = 0.5); default: only for views larger than 32 pixels,
             as the CPU path.
+        min_scale: Smallest crop area as a fraction of the image (MoCo v2: 0.2).
 
     Shape:
         - Input: uint8 (B, V, C, H, W) with V = 1 (both views are drawn from the one image)
@@ -241,15 +243,17 @@ class MoCoV2DeviceAugment(nn.Module):
         normalize: bool = True,
         crop: bool = True,
         blur: bool | None = None,
+        min_scale: float = MOCO_V2_MIN_SCALE,
     ) -> None:
         super().__init__()
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}.")
+        check_min_scale(min_scale)
         self.image_size = image_size
         self.crop = (
             K.RandomResizedCrop(
                 (image_size, image_size),
-                scale=(MOCO_V2_MIN_SCALE, 1.0),
+                scale=(min_scale, 1.0),
                 ratio=CROP_RATIO,
                 resample="bilinear",
                 align_corners=False,
@@ -343,12 +347,12 @@ class UInt8RandomResizedCrops:
 
     Args:
         image_size: Side length S of the crops.
+        min_scale: Smallest crop area as a fraction of the image (MoCo v2: 0.2).
     """
 
-    def __init__(self, image_size: int) -> None:
-        self.crop = T.RandomResizedCrop(
-            image_size, scale=(MOCO_V2_MIN_SCALE, 1.0), ratio=CROP_RATIO
-        )
+    def __init__(self, image_size: int, min_scale: float = MOCO_V2_MIN_SCALE) -> None:
+        check_min_scale(min_scale)
+        self.crop = T.RandomResizedCrop(image_size, scale=(min_scale, 1.0), ratio=CROP_RATIO)
 
     def __call__(self, image: Image.Image) -> Tensor:
         return torch.stack([_pil_to_uint8(self.crop(image)) for _ in range(2)])
@@ -361,22 +365,28 @@ class UInt8RandomResizedCrops:
 FIXED_SIZE_DATASETS: tuple[str, ...] = ("stl10", "tiny-imagenet", "fashion-mnist")
 
 
-def loader_transform(dataset: str, image_size: int) -> Any:
+def loader_transform(dataset: str, image_size: int, min_scale: float = MOCO_V2_MIN_SCALE) -> Any:
     """The loader-side transform of ``augment_on=device`` for data set ``dataset``.
 
     Args:
         dataset: Data set name (``lightly_amix.data.DATASET_SPLITS``).
         image_size: Side length of the views.
+        min_scale: Smallest crop area as a fraction of the image.
 
     Returns:
         :class:`UInt8Image` for fixed-size data sets, else :class:`UInt8RandomResizedCrops`.
     """
-    return UInt8Image() if dataset in FIXED_SIZE_DATASETS else UInt8RandomResizedCrops(image_size)
+    if dataset in FIXED_SIZE_DATASETS:
+        return UInt8Image()
+    return UInt8RandomResizedCrops(image_size, min_scale)
 
 
-def device_augment_for(dataset: str, image_size: int) -> MoCoV2DeviceAugment:
+def device_augment_for(
+    dataset: str, image_size: int, min_scale: float = MOCO_V2_MIN_SCALE
+) -> MoCoV2DeviceAugment:
     """The device-side half matching :func:`loader_transform` for ``dataset``."""
-    return MoCoV2DeviceAugment(image_size, crop=dataset in FIXED_SIZE_DATASETS)
+    crop = dataset in FIXED_SIZE_DATASETS
+    return MoCoV2DeviceAugment(image_size, crop=crop, min_scale=min_scale)
 
 
 def resolve_augment_on(augment_on: str, accelerator: str) -> str:

@@ -26,7 +26,9 @@ MOCO_V2_HFLIP_PROB = 0.5
 SMALL_IMAGE_MAX_SIZE = 32
 
 
-def moco_v2_transform(image_size: int, normalize: bool = True) -> MoCoV2Transform:
+def moco_v2_transform(
+    image_size: int, normalize: bool = True, min_scale: float = MOCO_V2_MIN_SCALE
+) -> MoCoV2Transform:
     """The MoCo v2 augmentation, producing two views of each image.
 
     Per view: RandomResizedCrop to `image_size` with scale (0.2, 1.0), horizontal flip
@@ -53,6 +55,7 @@ def moco_v2_transform(image_size: int, normalize: bool = True) -> MoCoV2Transfor
         image_size: Side length of the square output views in pixels.
         normalize: Normalise with the ImageNet mean and std; if False the views are in
             [0, 1].
+        min_scale: Smallest crop area as a fraction of the image (MoCo v2: 0.2).
 
     Returns:
         A lightly MoCoV2Transform; calling it on a PIL image returns a list of two float
@@ -67,6 +70,7 @@ def moco_v2_transform(image_size: int, normalize: bool = True) -> MoCoV2Transfor
     """
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}.")
+    check_min_scale(min_scale)
     blur_prob = 0.0 if image_size <= SMALL_IMAGE_MAX_SIZE else MOCO_V2_BLUR_PROB
     return MoCoV2Transform(
         input_size=image_size,
@@ -76,7 +80,7 @@ def moco_v2_transform(image_size: int, normalize: bool = True) -> MoCoV2Transfor
         cj_contrast=MOCO_V2_CJ_CONTRAST,
         cj_sat=MOCO_V2_CJ_SATURATION,
         cj_hue=MOCO_V2_CJ_HUE,
-        min_scale=MOCO_V2_MIN_SCALE,
+        min_scale=min_scale,
         random_gray_scale=MOCO_V2_GRAYSCALE_PROB,
         gaussian_blur=blur_prob,
         sigmas=MOCO_V2_BLUR_SIGMAS,
@@ -86,6 +90,15 @@ def moco_v2_transform(image_size: int, normalize: bool = True) -> MoCoV2Transfor
         rr_degrees=None,
         normalize=_normalize_dict() if normalize else None,
     )
+
+
+def check_min_scale(min_scale: float) -> None:
+    """Raises ValueError unless 0 < min_scale <= 1 (a crop's share of the image area)."""
+    if not 0.0 < min_scale <= 1.0:
+        raise ValueError(
+            f"crop min_scale must be in (0, 1] (the smallest crop's share of the image area), "
+            f"got {min_scale}."
+        )
 
 
 def eval_transform(image_size: int, resize: int | None = None, normalize: bool = True) -> T.Compose:

@@ -92,11 +92,13 @@ def _kornia_boxes(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return width * height / size**2, width / height
 
 
-def _torchvision_boxes(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _torchvision_boxes(n: int, size: int, min_scale: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     image = torch.zeros(3, size, size)
     areas, ratios = [], []
     for _ in range(n):
-        _, _, h, w = T.RandomResizedCrop.get_params(image, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
+        _, _, h, w = T.RandomResizedCrop.get_params(
+            image, scale=(min_scale, 1.0), ratio=(3 / 4, 4 / 3)
+        )
         areas.append(w * h / size**2)
         ratios.append(w / h)
     return np.array(areas), np.array(ratios)
@@ -319,3 +321,25 @@ def test_loader_mode_returns_two_view_transform(tmp_path: Path) -> None:
     assert augment is None and len(views) == 2 and views[0].shape == (3, 32, 32)
     with pytest.raises(ValueError, match="resolve 'auto'"):
         build_pretrain_dataset("stl10", tmp_path, "train", 32, augment_on="auto")
+
+
+@pytest.mark.parametrize("min_scale", [0.5, 0.9])
+def test_crop_min_scale_is_honoured_by_both_paths(min_scale: float, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    crop = MoCoV2DeviceAugment(64, min_scale=min_scale).crop
+    assert crop is not None
+    src = crop.forward_parameters(torch.Size([2000, 3, 64, 64]))["src"]
+    areas = ((src[:, 1, 0] - src[:, 0, 0] + 1) * (src[:, 2, 1] - src[:, 1, 1] + 1)) / 64**2
+    assert float(areas.min()) >= min_scale - 0.03
+    tv_areas, _ = _torchvision_boxes(2000, 64, min_scale)
+    assert stats.ks_2samp(areas.numpy(), tv_areas).pvalue > 0.01
+    write_stl10(tmp_path, n_train=2, n_test=1, n_unlabeled=1)
+    dataset, _ = build_pretrain_dataset(
+        "stl10", tmp_path, "train", 32, augment_on="loader", min_scale=min_scale
+    )
+    loader_crop = dataset.transform.transforms[0].transform.transforms[0]  # type: ignore[attr-defined]
+    assert type(loader_crop).__name__ == "RandomResizedCrop"
+    assert tuple(loader_crop.scale) == (min_scale, 1.0)
+    assert UInt8RandomResizedCrops(32, min_scale).crop.scale == (min_scale, 1.0)
+    with pytest.raises(ValueError, match=r"min_scale must be in \(0, 1\]"):
+        MoCoV2DeviceAugment(32, min_scale=0.0)
