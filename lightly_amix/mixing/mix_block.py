@@ -192,8 +192,15 @@ class MixBlock(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def gamma_value(self) -> Tensor:
-        """γ clamped to [0, 1] (the value actually used)."""
-        return self.gamma.clamp(0.0, 1.0)
+        """γ clamped to [0, 1] (the value actually used), with a straight-through gradient.
+
+        ``torch.clamp`` passes no gradient at its bounds, and γ starts exactly at the lower
+        bound 0: a plain clamp would leave γ at 0 for the whole run and the Mix Block blind to
+        λ. The value is clamped; the gradient reaches γ as if it were not.
+        """
+        if not self.gamma.requires_grad:
+            return self.gamma.clamp(0.0, 1.0)
+        return self.gamma + (self.gamma.clamp(0.0, 1.0) - self.gamma).detach()
 
     def encode_lambda(self, z_i: Tensor, z_j: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
         """λ-encoded maps ``(z_i', z_j')``; λ has shape (N,)."""

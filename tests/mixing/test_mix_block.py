@@ -64,6 +64,42 @@ def test_gamma_learnable_initialised_to_zero_and_clamped() -> None:
     assert "gamma" not in dict(fixed.named_parameters()) and fixed.gamma_value().item() == 1.0
 
 
+def test_gamma_learns_from_its_initial_zero() -> None:
+    """γ starts at the clamp's bound; a plain clamp would pass it no gradient, ever."""
+    torch.manual_seed(0)
+    block = MixBlock(C).eval()  # no dropout: the same mask for both signs
+    z_i, z_j = feats(8)
+    lam = torch.rand(8)
+
+    def objective(sign: float) -> torch.Tensor:
+        """Rewards (sign 1) or penalises masks whose mean follows λ: needs the λ encoding."""
+        mask = block(z_i, z_j, lam, out_size=(IMG, IMG))
+        return -sign * (mask.mean(dim=(1, 2, 3)) * (2 * lam - 1)).sum()
+
+    grads = []
+    for sign in (1.0, -1.0):
+        block.gamma.grad = None
+        objective(sign).backward()
+        assert block.gamma.grad is not None
+        grads.append(block.gamma.grad.item())
+    assert grads[0] != 0.0 and grads[0] == pytest.approx(-grads[1])
+    # The descent direction that raises γ moves the used value off 0 ...
+    up = 1.0 if grads[0] < 0 else -1.0
+    optimizer = torch.optim.SGD([block.gamma], lr=50.0)
+    for _ in range(3):
+        optimizer.zero_grad()
+        objective(up).backward()
+        optimizer.step()
+    assert 0.0 < block.gamma_value().item() <= 1.0
+    # ... and the opposite one pushes γ below 0, where the value stays clamped at 0 but the
+    # gradient still flows, so γ can come back.
+    with torch.no_grad():
+        block.gamma.fill_(-0.1)
+    block.gamma.grad = None
+    objective(up).backward()
+    assert block.gamma_value().item() == 0.0 and block.gamma.grad.abs().item() > 0.0
+
+
 def test_adaptive_lambda_encoding_formula() -> None:
     block = MixBlock(C, MixBlockConfig(gamma="fixed"))  # γ = 1
     z_i, z_j = feats()
