@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add = parser.add_argument
     add("--data-root", help=f"Fashion-MNIST folder (default: {FASHION_MNIST_DEFAULT_ROOT})")
     add("--download", action="store_true", help="fetch Fashion-MNIST with torchvision first")
-    add("--steps", type=int, default=150, help="training steps (about 1 s each on 2 cores)")
+    add("--steps", type=int, default=150, help="training steps (about 0.5 s each on 2 cores)")
     add("--batch-size", type=int, default=128)
     add("--output-dir", default="out/quickstart")
     add("--num-workers", type=int, default=1)
