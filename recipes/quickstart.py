@@ -101,15 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     encoder, _ = load_encoder(out / "backbone.pt")
     transform = eval_transform(28 if dataset == "fashion-mnist" else 96)
-    train_split, test_split = ("train", "test")
-    train = build_dataset(dataset, root, train_split, transform=transform)
-    test = build_dataset(dataset, root, test_split, transform=transform)
+    train = build_dataset(dataset, root, "train", transform=transform)
+    test = build_dataset(dataset, root, "test", transform=transform)
     train_f, train_y = extract_features(encoder, train, batch_size=512, desc="train features")
     test_f, test_y = extract_features(encoder, test, batch_size=512, desc="test features")
     acc = knn_accuracy(train_f, train_y, test_f, test_y, num_classes=10, k=200, t=0.1)
     grid = out / "grids" / "mixup_epoch000.png"
     print(f"\nTrained {args.steps} steps in {trained:.0f} s.")
-    print(f"kNN accuracy (k=200, t=0.1) on the {test_split} split: top-1 {acc['top1']:.1f} %, "
+    print(f"kNN accuracy (k=200, t=0.1) on the test split: top-1 {acc['top1']:.1f} %, "
           f"top-5 {acc['top5']:.1f} % ({len(train_y)} labelled bank images).")  # fmt: skip
     print(f"Mixed samples and Mix Block masks: {grid}")
     print(f"Backbone for downstream use: {out / 'backbone.pt'}")
