@@ -170,6 +170,8 @@ class MixingConfig:
             ``infonce_pl``, ``ce_pl``, ``pbce`` (AMix-I: ``infonce+bce``; AMix-C:
             ``ce_pl+bce``). Terms with ``_pl`` or ``pbce`` use ODC pseudo-labels.
         block_weight: Weight of the Mix Block's main loss terms.
+        block_lr_scale: The Mix Block's learning rate as a multiple of the backbone's (same
+            cosine schedule).
         block_features: Stage-3 features for the Mix Block: ``momentum`` (the momentum
             encoder's, as AutoMix; one extra stem-to-stage-3 pass) or ``online`` (the query
             forward's, detached; no extra pass).
@@ -181,6 +183,7 @@ class MixingConfig:
     pipeline: str = "cross-view"
     block_loss: str = "infonce+bce"
     block_weight: float = 1.0
+    block_lr_scale: float = 1.0
     block_features: str = "momentum"
     grid_every_n_epochs: int = 0
 
@@ -363,6 +366,7 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.mixing.alpha, "mixing.alpha")
     _positive(cfg.mixing.mix_weight, "mixing.mix_weight", allow_zero=True)
     _positive(cfg.mixing.block_weight, "mixing.block_weight", allow_zero=True)
+    _positive(cfg.mixing.block_lr_scale, "mixing.block_lr_scale")
     _positive(cfg.mixing.grid_every_n_epochs, "mixing.grid_every_n_epochs", allow_zero=True)
     _positive(cfg.odc.num_clusters, "odc.num_clusters")
     _positive(cfg.odc.min_cluster_size, "odc.min_cluster_size")

@@ -63,6 +63,8 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         (["data.crop_min_scale=0"], r"Invalid data.crop_min_scale 0.0: expected .* \(0, 1\]"),
         (["model.momentum=1.5"], "model.momentum"),
         (["trainer.batch_size=0"], "trainer.batch_size 0"),
+        (["mixing.block_lr_scale=0"], "mixing.block_lr_scale"),
+        (["mix_block.small_init=some"], "Invalid small_init 'some'"),
         (["trainer.epochs=2", "optim.warmup_epochs=2"], "warmup_epochs"),
         (["trainer.epochs"], "Bad override 'trainer.epochs': expected key=value"),
     ],

@@ -19,6 +19,13 @@ switch                 Mix Block+ (default)             AutoMix Mix Block
 ``lambda_adjust``      True                             False
 =====================  ==============================  ================================
 
+Initialisation: with every layer at the reference code's normal(0, 0.01), the attention logits
+are ≈ 0, so the attention is uniform and ``P ⊗ C`` is the same at every position: the first
+masks are spatially constant, and the gradient that would make the attention selective is a
+product of two small weights. ``small_init="output"`` keeps only the mask-logit layer small
+(the first masks are still ≈ 0.5) and leaves query, key and hidden layer at PyTorch's default;
+with ``mixing.block_lr_scale`` it lets the masks become spatial within tens of steps.
+
 Reference: "Improving Discriminative Visual Representation Learning via Automatic Mixup"
 (AMix), ICLR 2022 submission, §3.2; Liu et al., "AutoMix: Unveiling the Power of Mixup", 2021.
 
@@ -50,6 +57,7 @@ ACTIVATIONS = ("relu", "elu")
 ATTENTIONS = ("self", "cross")
 UPSAMPLES = ("bilinear", "nearest")
 MASK_LOSSES = ("mean_var", "mean")
+SMALL_INITS = ("all", "output")
 
 
 @dataclass
@@ -76,8 +84,11 @@ class MixBlockConfig:
         mask_margin: ε of ``L_mean``, paper 0.1.
         lambda_adjust: Adjust the backbone's mask so its mean is within ``adjust_margin`` of λ.
         adjust_margin: Margin of the λ adjusting rule, paper 0.1.
-        init_std: Standard deviation of the normal init of every layer (bias 0), so the first
-            masks are ≈ 0.5 everywhere (reference code 0.01).
+        init_std: Standard deviation of the small normal init (bias 0) that makes the first
+            masks ≈ 0.5 everywhere (reference code 0.01).
+        small_init: Which layers get the small init: ``all`` (every layer, the reference code)
+            or ``output`` (only the layer that produces the mask logits; query, key and the
+            content's hidden layer keep PyTorch's default init).
     """
 
     lam_encoding: str = "adaptive"
@@ -93,6 +104,7 @@ class MixBlockConfig:
     lambda_adjust: bool = True
     adjust_margin: float = 0.1
     init_std: float = 0.01
+    small_init: str = "all"
 
     def __post_init__(self) -> None:
         for value, valid, key in (
@@ -103,6 +115,7 @@ class MixBlockConfig:
             (self.attention, ATTENTIONS, "attention"),
             (self.upsample, UPSAMPLES, "upsample"),
             (self.mask_loss, MASK_LOSSES, "mask_loss"),
+            (self.small_init, SMALL_INITS, "small_init"),
         ):
             if value not in valid:
                 raise ValueError(f"Invalid {key} '{value}'. Expected one of: {', '.join(valid)}.")
@@ -183,13 +196,18 @@ class MixBlock(nn.Module):
         attn_in = 2 * c_in if cfg.attention == "self" else c_in
         self.query = nn.Linear(attn_in, d)
         self.key = nn.Linear(attn_in, d)
-        self._init_weights(cfg.init_std)
+        self._init_weights(cfg.init_std, cfg.small_init)
 
-    def _init_weights(self, std: float) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std)
-                nn.init.zeros_(module.bias)
+    def _init_weights(self, std: float, which: str) -> None:
+        if which == "all":
+            layers = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        else:
+            content = self.content
+            assert isinstance(content, (NonLinearContent, LinearContent))
+            layers = [content.output_layer]
+        for layer in layers:
+            nn.init.normal_(layer.weight, std=std)
+            nn.init.zeros_(layer.bias)
 
     def gamma_value(self) -> Tensor:
         """γ clamped to [0, 1] (the value actually used), with a straight-through gradient.
@@ -277,6 +295,11 @@ class NonLinearContent(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden_dim, 1)
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The layer that produces the mask logits."""
+        return self.fc2
+
     def forward(self, tokens: Tensor) -> Tensor:
         """Tokens (N, hw, C') -> content logits (N, hw)."""
         n, p, _ = tokens.shape
@@ -291,6 +314,11 @@ class LinearContent(nn.Module):
     def __init__(self, in_dim: int) -> None:
         super().__init__()
         self.fc = nn.Linear(in_dim, 1)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The layer that produces the mask logits."""
+        return self.fc
 
     def forward(self, tokens: Tensor) -> Tensor:
         """Tokens (N, hw, C') -> content logits (N, hw)."""

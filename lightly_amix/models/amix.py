@@ -145,6 +145,13 @@ class AMix(MixMoCo):
         modules = [*super().trainable_modules(), self.mix_block]
         return modules + ([self.cluster_head] if self.cluster_head is not None else [])
 
+    def lr_scales(self) -> dict[str, tuple[list[nn.Module], float]]:
+        """The Mix Block learns at ``mixing.block_lr_scale`` times the backbone's rate."""
+        if self.mixing_cfg.block_lr_scale == 1.0:
+            return super().lr_scales()
+        rest = [m for m in self.trainable_modules() if m is not self.mix_block]
+        return {"": (rest, 1.0), "mix_block_": ([self.mix_block], self.mixing_cfg.block_lr_scale)}
+
     # ----------------------------------------------------------------- ODC start-up
     def on_train_start(self) -> None:
         """Initialises the ODC memory with k-means over the whole training set (once)."""
@@ -327,6 +334,8 @@ class AMix(MixMoCo):
             warnings.warn(
                 f"The Mix Block's masks have been nearly constant (spatial std < "
                 f"{TRIVIAL_MASK_STD}) for {int(self.trivial_steps)} steps: a trivial solution. "
-                "Check mix_block.mask_loss=mean_var and the learning rate.",
+                "Check mix_block.mask_loss=mean_var, mix_block.small_init=output and "
+                "mixing.block_lr_scale (a Mix Block learning at the backbone's rate stays "
+                "near its uniform-attention start).",
                 stacklevel=2,
             )

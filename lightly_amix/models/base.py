@@ -214,19 +214,23 @@ class MomentumContrastMethod(pl.LightningModule):
         trainer = self._trainer
         return float(trainer.estimated_stepping_batches) if trainer is not None else 1.0
 
+    def lr_scales(self) -> dict[str, tuple[list[nn.Module], float]]:
+        """Trainable modules by parameter-group name, each with its learning-rate factor."""
+        return {"": (self.trainable_modules(), 1.0)}
+
     def configure_optimizers(self) -> Any:
         """SGD (no decay on norms/biases) with a per-step cosine schedule and optional warm-up."""
-        decay, no_decay = get_weight_decay_parameters(self.trainable_modules())
         world = self.trainer.world_size if self._trainer is not None else 1
         lr = self.optim_cfg.base_lr * self.batch_size * world / 256
-        optimizer = torch.optim.SGD(
-            [
-                {"name": "decay", "params": decay, "weight_decay": self.optim_cfg.weight_decay},
-                {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=lr,
-            momentum=self.optim_cfg.momentum,
-        )
+        groups: list[dict[str, Any]] = []
+        for prefix, (modules, scale) in self.lr_scales().items():
+            decay, no_decay = get_weight_decay_parameters(modules)
+            wd = self.optim_cfg.weight_decay
+            for name, params, weight_decay in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
+                if params or not prefix:
+                    group = {"name": prefix + name, "params": params, "lr": lr * scale}
+                    groups.append({**group, "weight_decay": weight_decay})
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.optim_cfg.momentum)
         total = max(int(self._total_steps()), 1)
         epochs = max(self.trainer.max_epochs or 1, 1) if self._trainer is not None else 1
         warmup = int(math.floor(total * self.optim_cfg.warmup_epochs / epochs))

@@ -51,6 +51,28 @@ def test_initial_mask_is_about_one_half() -> None:
     assert (mask - 0.5).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("content", ["nonlinear", "linear"])
+def test_small_init_of_the_output_layer_only(content: str) -> None:
+    torch.manual_seed(0)
+    every = MixBlock(C, MixBlockConfig(content=content, small_init="all"))
+    torch.manual_seed(0)
+    output = MixBlock(C, MixBlockConfig(content=content, small_init="output"))
+    last = "content.fc2.weight" if content == "nonlinear" else "content.fc.weight"
+    for name, param in output.named_parameters():
+        if name == last:
+            assert param.std().item() == pytest.approx(0.01, rel=0.5)
+        elif name.endswith("weight") and param.dim() == 2:
+            # PyTorch's default init: U(±1/sqrt(fan_in)), std 1/sqrt(3 fan_in) >> 0.01.
+            expected = 1 / math.sqrt(3 * param.shape[1])
+            assert param.std().item() == pytest.approx(expected, rel=0.3), name
+            assert dict(every.named_parameters())[name].std().item() < 0.02, name
+    # Either way the first masks are about one half (the output layer is small).
+    z_i, z_j = feats(8)
+    for block in (every.eval(), output.eval()):
+        mask = block(z_i * 3, z_j * 3, torch.rand(8), out_size=(IMG, IMG))
+        assert (mask - 0.5).abs().max() < 0.1
+
+
 def test_gamma_learnable_initialised_to_zero_and_clamped() -> None:
     block = MixBlock(C)
     assert isinstance(block.gamma, torch.nn.Parameter) and block.gamma.item() == 0.0
@@ -253,6 +275,7 @@ def test_mix_images() -> None:
         ({"attention": "global"}, "Invalid attention"),
         ({"dropout": 1.0}, "dropout"),
         ({"mask_margin": -1.0}, "mask_margin"),
+        ({"small_init": "none"}, "Invalid small_init 'none'"),
     ],
 )
 def test_bad_config(kwargs: dict, match: str) -> None:

@@ -191,3 +191,24 @@ def test_constant_masks_raise_a_warning() -> None:
     with pytest.warns(UserWarning, match="nearly constant"):
         fit(model, steps=1)
     assert int(model.trivial_steps) == 501
+
+
+def test_mix_block_learning_rate_scale() -> None:
+    model = amix(block_lr_scale=10.0)
+    trainer = fit(model, steps=1)
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    assert set(groups) == {"decay", "no_decay", "mix_block_decay", "mix_block_no_decay"}
+    base = 0.03 * BATCH / 256
+    assert groups["decay"]["initial_lr"] == pytest.approx(base)
+    assert groups["mix_block_decay"]["initial_lr"] == pytest.approx(10 * base)
+    assert groups["mix_block_no_decay"]["weight_decay"] == 0.0
+    block = {id(p) for p in model.mix_block.parameters()}
+    in_block_groups = {
+        id(p) for name in ("mix_block_decay", "mix_block_no_decay") for p in groups[name]["params"]
+    }
+    assert in_block_groups == block
+    assert not any(id(p) in block for p in groups["decay"]["params"] + groups["no_decay"]["params"])
+    # The cosine schedule scales every group alike.
+    assert groups["mix_block_decay"]["lr"] / groups["decay"]["lr"] == pytest.approx(10.0)
+    plain = fit(amix(), steps=1).optimizers[0]
+    assert [g["name"] for g in plain.param_groups] == ["decay", "no_decay"]
