@@ -24,7 +24,9 @@ are ≈ 0, so the attention is uniform and ``P ⊗ C`` is the same at every posi
 masks are spatially constant, and the gradient that would make the attention selective is a
 product of two small weights. ``small_init="output"`` keeps only the mask-logit layer small
 (the first masks are still ≈ 0.5) and leaves query, key and hidden layer at PyTorch's default;
-with ``mixing.block_lr_scale`` it lets the masks become spatial within tens of steps.
+with ``mixing.block_lr_scale`` it lets the masks become spatial within tens of steps (on
+28 px Fashion-MNIST, with 2x2 stage-3 maps, the block's own loss later turned them back into
+blends: ``benchmarks/RESULTS.md``).
 
 Reference: "Improving Discriminative Visual Representation Learning via Automatic Mixup"
 (AMix), ICLR 2022 submission, §3.2; Liu et al., "AutoMix: Unveiling the Power of Mixup", 2021.
