@@ -222,14 +222,20 @@ class MomentumContrastMethod(pl.LightningModule):
         """SGD (no decay on norms/biases) with a per-step cosine schedule and optional warm-up."""
         world = self.trainer.world_size if self._trainer is not None else 1
         lr = self.optim_cfg.base_lr * self.batch_size * world / 256
+        wd = self.optim_cfg.weight_decay
         groups: list[dict[str, Any]] = []
         for prefix, (modules, scale) in self.lr_scales().items():
             decay, no_decay = get_weight_decay_parameters(modules)
-            wd = self.optim_cfg.weight_decay
             for name, params, weight_decay in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
-                if params or not prefix:
-                    group = {"name": prefix + name, "params": params, "lr": lr * scale}
-                    groups.append({**group, "weight_decay": weight_decay})
+                if params:
+                    groups.append(
+                        {
+                            "name": prefix + name,
+                            "params": params,
+                            "lr": lr * scale,
+                            "weight_decay": weight_decay,
+                        }
+                    )
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.optim_cfg.momentum)
         total = max(int(self._total_steps()), 1)
         epochs = max(self.trainer.max_epochs or 1, 1) if self._trainer is not None else 1
