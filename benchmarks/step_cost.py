@@ -174,6 +174,11 @@ def main() -> None:
                 *extra,
             ]
         )
+        if args.channels_last and cfg.model.bn_splits > 1:
+            parser.error(
+                f"{spec}: model.bn_splits needs NCHW-contiguous activations (Lightly's "
+                "SplitBatchNorm reshapes them with view); drop --channels-last or bn_splits."
+            )
         models[spec] = build_model(cfg, n_images)
         odc = getattr(models[spec], "odc", None)
         if odc is not None:

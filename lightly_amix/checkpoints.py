@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightly_amix.models.backbones import ResNetBackbone
+from lightly_amix.models.backbones import ResNetBackbone, merge_split_bn_statistics
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -52,6 +52,9 @@ def sub_state_dict(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tens
 def backbone_from_checkpoint(ckpt: dict[str, Any], prefix: str = "backbone.") -> ResNetBackbone:
     """Rebuilds the ResNet of a checkpoint (same name and stem) and loads its weights.
 
+    A run with ``model.bn_splits`` trained with split BatchNorm; the returned backbone has
+    plain BatchNorm with the parts' running statistics averaged (as in evaluation mode).
+
     Args:
         ckpt: From :func:`load_checkpoint`.
         prefix: ``backbone.`` (the online/query encoder) or ``backbone_momentum.``.
@@ -61,5 +64,5 @@ def backbone_from_checkpoint(ckpt: dict[str, Any], prefix: str = "backbone.") ->
     state = sub_state_dict(ckpt["state_dict"], prefix)
     if not state:
         raise ValueError(f"The checkpoint has no weights under '{prefix}'.")
-    backbone.load_state_dict(state)
+    backbone.load_state_dict(merge_split_bn_statistics(state, model_cfg.get("bn_splits", 0)))
     return backbone

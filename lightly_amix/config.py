@@ -85,6 +85,11 @@ class ModelConfig:
         momentum: EMA momentum of the key encoder (start value with the cosine schedule).
         momentum_schedule: ``constant``, or ``cosine`` from ``momentum`` to 1 over training.
         shuffle_bn: Shuffle the key batch (across devices under DDP) before the key encoder.
+            On one device this changes no BatchNorm statistic unless ``bn_splits`` > 1.
+        bn_splits: BatchNorm statistics over this many equal parts of each device's batch in
+            both encoders (Lightly's ``SplitBatchNorm``; 0: plain BatchNorm). On one device
+            this is what makes ``shuffle_bn`` work: the shuffled keys are normalised with
+            other parts' statistics than their queries.
     """
 
     backbone: str = "resnet18"
@@ -96,6 +101,7 @@ class ModelConfig:
     momentum: float = 0.999
     momentum_schedule: str = "constant"
     shuffle_bn: bool = True
+    bn_splits: int = 0
 
 
 @dataclass
@@ -347,6 +353,18 @@ def validate(cfg: PretrainConfig) -> None:
     if cfg.model.proj_hidden_dim is not None:
         _positive(cfg.model.proj_hidden_dim, "model.proj_hidden_dim")
     _positive(cfg.model.temperature, "model.temperature")
+    _positive(cfg.model.bn_splits, "model.bn_splits", allow_zero=True)
+    if cfg.model.bn_splits > 1 and cfg.trainer.batch_size % cfg.model.bn_splits:
+        raise ValueError(
+            f"trainer.batch_size {cfg.trainer.batch_size} is not a multiple of model.bn_splits "
+            f"{cfg.model.bn_splits}: each device's batch is split into equal parts for "
+            "BatchNorm. Choose a batch size divisible by bn_splits, or fewer splits."
+        )
+    if cfg.model.bn_splits > 1 and cfg.trainer.sync_batchnorm:
+        raise ValueError(
+            "model.bn_splits and trainer.sync_batchnorm exclude each other (split statistics "
+            "per part vs. statistics synchronised over all devices); set one of them."
+        )
     if not 0.0 <= cfg.model.momentum <= 1.0:
         raise ValueError(f"Invalid model.momentum {cfg.model.momentum}: expected 0 <= m <= 1.")
     _positive(cfg.optim.base_lr, "optim.base_lr")

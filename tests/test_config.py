@@ -64,6 +64,15 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         (["model.momentum=1.5"], "model.momentum"),
         (["trainer.batch_size=0"], "trainer.batch_size 0"),
         (["mixing.block_lr_scale=0"], "mixing.block_lr_scale"),
+        (["model.bn_splits=-1"], "model.bn_splits -1"),
+        (
+            ["trainer.batch_size=10", "model.bn_splits=4"],
+            "trainer.batch_size 10 is not a multiple of model.bn_splits 4",
+        ),
+        (
+            ["trainer.batch_size=8", "model.bn_splits=4", "trainer.sync_batchnorm=true"],
+            "bn_splits and trainer.sync_batchnorm exclude each other",
+        ),
         (["mix_block.small_init=some"], "Invalid small_init 'some'"),
         (["trainer.epochs=2", "optim.warmup_epochs=2"], "warmup_epochs"),
         (["trainer.epochs"], "Bad override 'trainer.epochs': expected key=value"),

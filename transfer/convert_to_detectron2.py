@@ -330,6 +330,7 @@ def load_backbone_state(path: str | Path) -> tuple[dict[str, Tensor], str]:
     if isinstance(content, dict) and "state_dict" in content:
         del content  # read again, fully and validated, by the package's own reader
         from lightly_amix.checkpoints import load_checkpoint, sub_state_dict
+        from lightly_amix.models.backbones import merge_split_bn_statistics
 
         try:
             ckpt = load_checkpoint(path)
@@ -345,6 +346,7 @@ def load_backbone_state(path: str | Path) -> tuple[dict[str, Tensor], str]:
         state = sub_state_dict(ckpt["state_dict"], QUERY_PREFIX)
         if not state:
             raise ConversionError(f"'{path}' has no query-encoder weights under '{QUERY_PREFIX}'.")
+        state = merge_split_bn_statistics(state, int(model_cfg.get("bn_splits", 0)))
         return state, f"query encoder '{QUERY_PREFIX}*' of a Lightning checkpoint (last.ckpt)"
     if (
         isinstance(content, dict)

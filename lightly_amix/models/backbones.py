@@ -13,8 +13,11 @@ Examples:
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torchvision
+from lightly.models.batchnorm import SplitBatchNorm
 from torch import Tensor, nn
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -33,6 +36,13 @@ class ResNetBackbone(nn.Module):
             pool, as is usual for inputs of at most 64 px (Tiny-ImageNet, paper §4.2). A model
             exported with this stem must be rebuilt with the same stem to load it.
         zero_init_residual: torchvision's option to zero the last BN of each residual branch.
+        bn_splits: Normalise each of this many equal parts of a training batch with its own
+            statistics (Lightly's ``SplitBatchNorm``), as BatchNorm does on that many devices
+            (0 or 1: plain ``BatchNorm2d``). Part ``g`` holds samples ``g, g + bn_splits, ...``.
+            MoCo's shuffled BN needs it on one device, where shuffling alone leaves every
+            statistic unchanged. Training batches must divide evenly; evaluation is
+            unaffected, and :meth:`export_state_dict` averages the
+            parts' running statistics into a plain torchvision state_dict.
 
     Attributes:
         out_dim: Width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50).
@@ -40,13 +50,20 @@ class ResNetBackbone(nn.Module):
     """
 
     def __init__(
-        self, name: str = "resnet18", cifar_stem: bool = False, zero_init_residual: bool = False
+        self,
+        name: str = "resnet18",
+        cifar_stem: bool = False,
+        zero_init_residual: bool = False,
+        bn_splits: int = 0,
     ) -> None:
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"Unknown backbone '{name}'. Expected one of: {', '.join(RESNETS)}.")
+        if bn_splits < 0:
+            raise ValueError(f"bn_splits must be >= 0 (0 or 1: plain BatchNorm), got {bn_splits}.")
+        norm = partial(SplitBatchNorm, num_splits=bn_splits) if bn_splits > 1 else None
         resnet = getattr(torchvision.models, name)(
-            weights=None, zero_init_residual=zero_init_residual
+            weights=None, zero_init_residual=zero_init_residual, norm_layer=norm
         )
         if cifar_stem:
             resnet.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -58,6 +75,7 @@ class ResNetBackbone(nn.Module):
         self.resnet = resnet
         self.name = name
         self.cifar_stem = cifar_stem
+        self.bn_splits = bn_splits if bn_splits > 1 else 0
 
     def _stem_to_stage3(self, x: Tensor) -> Tensor:
         r = self.resnet
@@ -107,9 +125,46 @@ class ResNetBackbone(nn.Module):
         return torch.flatten(r.avgpool(h), 1)
 
     def export_state_dict(self) -> dict[str, Tensor]:
-        """Returns a torchvision-ResNet state_dict without ``fc``, tensors detached on the CPU."""
-        return {
+        """Returns a torchvision-ResNet state_dict without ``fc``, tensors detached on the CPU.
+
+        With ``bn_splits`` the running mean and variance of each BN layer are the average over
+        its parts (what ``SplitBatchNorm`` itself uses in evaluation mode), so the result loads
+        into a plain torchvision ResNet.
+        """
+        state = {
             key: value.detach().cpu().clone()
             for key, value in self.resnet.state_dict().items()
             if not key.startswith("fc.")
         }
+        return merge_split_bn_statistics(state, self.bn_splits)
+
+
+def merge_split_bn_statistics(state: dict[str, Tensor], num_splits: int) -> dict[str, Tensor]:
+    """Averages the per-part running statistics of split BatchNorm layers in a state_dict.
+
+    Lightly's ``SplitBatchNorm`` keeps ``num_splits`` copies of ``running_mean`` and
+    ``running_var`` (shape ``(num_splits * C,)``) and evaluates with their mean; plain
+    ``BatchNorm2d`` holds one ``(C,)`` copy. Every ``<layer>.running_mean`` / ``running_var``
+    with ``num_splits`` times the size of ``<layer>.weight`` is replaced by that mean; all
+    other entries are kept as they are.
+
+    Args:
+        state: A state_dict (any key prefix).
+        num_splits: ``model.bn_splits`` of the run; 0 or 1 returns a copy of ``state``.
+
+    Examples:
+        >>> state = {"bn.weight": torch.ones(2), "bn.running_mean": torch.arange(4.0)}
+        >>> merge_split_bn_statistics(state, 2)["bn.running_mean"]
+        tensor([1., 2.])
+    """
+    merged = dict(state)
+    if num_splits <= 1:
+        return merged
+    for key, value in state.items():
+        layer, _, stat = key.rpartition(".")
+        weight = state.get(f"{layer}.weight")
+        if stat in ("running_mean", "running_var") and weight is not None:
+            if value.numel() == num_splits * weight.numel():
+                # (num_splits * C,) -> (num_splits, C) -> (C,)
+                merged[key] = value.view(num_splits, -1).mean(dim=0)
+    return merged

@@ -94,7 +94,9 @@ class MomentumContrastMethod(pl.LightningModule):
         self.optim_cfg = optim_cfg
         self.batch_size = batch_size
 
-        self.backbone = ResNetBackbone(model_cfg.backbone, cifar_stem=model_cfg.cifar_stem)
+        self.backbone = ResNetBackbone(
+            model_cfg.backbone, cifar_stem=model_cfg.cifar_stem, bn_splits=model_cfg.bn_splits
+        )
         hidden = model_cfg.proj_hidden_dim or self.backbone.out_dim
         self.projection_head = MoCoProjectionHead(
             self.backbone.out_dim, hidden, model_cfg.proj_output_dim

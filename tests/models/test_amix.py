@@ -212,3 +212,20 @@ def test_mix_block_learning_rate_scale() -> None:
     assert groups["mix_block_decay"]["lr"] / groups["decay"]["lr"] == pytest.approx(10.0)
     plain = fit(amix(), steps=1).optimizers[0]
     assert [g["name"] for g in plain.param_groups] == ["decay", "no_decay"]
+
+
+@pytest.mark.parametrize("block_loss", ["infonce+bce", "ce_pl+bce"])
+def test_amix_trains_with_split_batchnorm(block_loss: str) -> None:
+    torch.manual_seed(0)
+    odc = ODCConfig(num_clusters=3, min_cluster_size=4, refresh_interval=2)
+    cfg = model_cfg()
+    cfg.bn_splits = 3
+    model = AMix(cfg, OptimConfig(), BATCH, MixingConfig(block_loss=block_loss), odc=odc,
+                 num_samples=N_IMAGES)  # fmt: skip
+    trainer = fit(model, steps=3)
+    assert trainer.global_step == 3
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    # Both encoders kept three sets of statistics; the export has one.
+    for encoder in (model.backbone, model.backbone_momentum):
+        assert encoder.resnet.bn1.running_mean.shape == (3 * 64,)
+    assert model.export_backbone_state_dict()["bn1.running_mean"].shape == (64,)

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from lightly_amix.models.backbones import ResNetBackbone
+from lightly_amix.models.backbones import ResNetBackbone, merge_split_bn_statistics
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,59 @@ def test_export_loads_into_torchvision_resnet() -> None:
 def test_unknown_backbone() -> None:
     with pytest.raises(ValueError, match="resnet18, resnet34, resnet50"):
         ResNetBackbone("vgg11")
+
+
+def test_split_batchnorm_normalises_each_part_with_its_own_statistics() -> None:
+    torch.manual_seed(0)
+    split = ResNetBackbone("resnet18", bn_splits=2).train()
+    plain = ResNetBackbone("resnet18").train()
+    plain.resnet.load_state_dict(split.export_state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    # Direct re-computation: plain BatchNorm run on each part separately. Lightly's parts are
+    # interleaved: part g holds samples g, g + 2, g + 4, ...
+    by_parts = torch.stack([plain(x[0::2]), plain(x[1::2])], dim=1).flatten(0, 1)
+    assert torch.allclose(split(x), by_parts, atol=1e-5)
+    assert not torch.allclose(split(x), plain(x), atol=1e-3)
+
+
+def test_split_statistics_are_averaged_on_export() -> None:
+    torch.manual_seed(0)
+    split = ResNetBackbone("resnet18", bn_splits=2).train()
+    shift = torch.tensor([0.0, 3.0]).repeat(4).view(8, 1, 1, 1)  # part 0 vs part 1
+    for _ in range(3):
+        split(torch.randn(8, 3, 32, 32) + shift)  # the two parts see different statistics
+    parts = split.resnet.bn1.running_mean.view(2, -1).clone()
+    assert not torch.allclose(parts[0], parts[1], atol=1e-2)
+
+    state = split.export_state_dict()
+    assert state["bn1.running_mean"].shape == (64,)
+    assert torch.allclose(state["bn1.running_mean"], parts.mean(dim=0))
+    target = torchvision.models.resnet18()
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
+    # The exported plain network evaluates as the split one does.
+    plain = ResNetBackbone("resnet18")
+    plain.resnet.load_state_dict(state)
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(split.eval()(x), plain.eval()(x), atol=1e-5)
+
+
+def test_merge_split_statistics_leaves_other_entries() -> None:
+    state = {
+        "bn.weight": torch.ones(2),
+        "bn.running_mean": torch.tensor([1.0, 2.0, 3.0, 6.0]),
+        "bn.running_var": torch.tensor([1.0, 1.0, 3.0, 5.0]),
+        "bn.num_batches_tracked": torch.tensor(7),
+        "conv.weight": torch.ones(4),
+    }
+    merged = merge_split_bn_statistics(state, 2)
+    assert merged["bn.running_mean"].tolist() == [2.0, 4.0]
+    assert merged["bn.running_var"].tolist() == [2.0, 3.0]
+    for key in ("bn.weight", "bn.num_batches_tracked", "conv.weight"):
+        assert torch.equal(merged[key], state[key])
+    assert merge_split_bn_statistics(state, 0) == state
+
+
+def test_negative_bn_splits() -> None:
+    with pytest.raises(ValueError, match="bn_splits must be >= 0"):
+        ResNetBackbone("resnet18", bn_splits=-2)

@@ -125,3 +125,22 @@ def test_non_finite_loss_stops_with_the_term_name() -> None:
     model.backbone.resnet.conv1.weight.data.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="'loss' at step 0"):
         fit(model, steps=1)
+
+
+def test_split_batchnorm_in_both_encoders_trains() -> None:
+    from lightly.models.batchnorm import SplitBatchNorm
+
+    torch.manual_seed(0)
+    model = tiny_model(bn_splits=2)
+    assert isinstance(model.backbone.resnet.bn1, SplitBatchNorm)
+    assert isinstance(model.backbone_momentum.resnet.layer4[1].bn2, SplitBatchNorm)
+    before = model.backbone_momentum.resnet.bn1.running_mean.clone()
+
+    trainer = fit(model, steps=2)
+
+    assert torch.isfinite(trainer.callback_metrics["train/loss_step"])
+    # The key encoder ran in training mode with per-part statistics.
+    after = model.backbone_momentum.resnet.bn1.running_mean.view(2, -1)
+    assert not torch.allclose(after, before.view(2, -1))
+    assert not torch.allclose(after[0], after[1])
+    assert model.export_backbone_state_dict()["bn1.running_mean"].shape == (64,)

@@ -90,13 +90,14 @@ def expected_name(key: str) -> str:
 
 
 def save_lightning_like(
-    path: Path, state: dict[str, Tensor], backbone: str, cifar_stem: bool
+    path: Path, state: dict[str, Tensor], backbone: str, cifar_stem: bool, bn_splits: int = 0
 ) -> None:
     """The parts of a last.ckpt that load_checkpoint reads, with the query encoder's prefix."""
+    model = {"backbone": backbone, "cifar_stem": cifar_stem, "bn_splits": bn_splits}
     torch.save(
         {
             "state_dict": {f"backbone.resnet.{k}": v for k, v in state.items()},
-            "hyper_parameters": {"model": {"backbone": backbone, "cifar_stem": cifar_stem}},
+            "hyper_parameters": {"model": model},
         },
         path,
     )
@@ -296,6 +297,22 @@ def test_output_must_be_a_pkl(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     torch.save(resnet50_backbone_state(), tmp_path / "backbone.pt")
     code, _, stderr = run_main(capsys, tmp_path / "backbone.pt", tmp_path / "r50.pth")
     assert code == 2 and ".pkl" in stderr and not (tmp_path / "r50.pth").exists()
+
+
+def test_split_batchnorm_statistics_of_a_checkpoint_are_averaged(tmp_path: Path) -> None:
+    state = resnet50_backbone_state()
+    split = {  # model.bn_splits = 2: two copies of each running statistic, mean = the original
+        k: torch.cat([v - 0.25, v + 0.25]) if k.endswith(("running_mean", "running_var")) else v
+        for k, v in state.items()
+    }
+    save_lightning_like(tmp_path / "last.ckpt", split, "resnet50", cifar_stem=False, bn_splits=2)
+
+    loaded, _ = load_backbone_state(tmp_path / "last.ckpt")
+
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():
+        assert loaded[key].shape == value.shape, key
+        assert torch.allclose(loaded[key], value.to(loaded[key].dtype)), key
 
 
 def test_checkpoint_without_query_encoder_is_refused(tmp_path: Path) -> None:
