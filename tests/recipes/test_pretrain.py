@@ -76,7 +76,7 @@ def test_help_explains_the_flags(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--data-root", "{tmp}/nowhere"], "--download"),
-        (["--set", "model.colour=red"], "Valid keys in model: backbone, cifar_stem"),
+        (["--set", "model.colour=red"], "Valid keys in model: backbone, bn_splits, cifar_stem"),
         (["--resume", "{tmp}/missing.ckpt"], "no such checkpoint"),
         (["--devices", "two"], "Invalid devices 'two'"),
         (["--batch-size", "64"], "fewer than one batch"),
