@@ -10,7 +10,8 @@ Two reference rows calibrate the table: kNN on raw pixels, and a randomly initia
 
 Each run's result is saved as ``<output-dir>/<method>_seed<s>.json``; runs that already have
 one are skipped, so the benchmark can be extended (more seeds, more methods) and re-run, and
-the table always shows everything measured so far.
+the table always shows everything measured so far. A run that was interrupted (Ctrl-C saves
+its ``last.ckpt``) is resumed from its checkpoint when the same command is run again.
 
 Examples:
     python benchmarks/fashion_mnist.py --methods mocov2 mixup amix-i --seeds 0 1
@@ -34,7 +35,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightly_amix.cli import pretrain_main
+from lightly_amix.checkpoints import load_checkpoint
+from lightly_amix.cli import pretrain_main, resolve_resume
 from lightly_amix.data import FASHION_MNIST_DEFAULT_ROOT, FashionMNIST, build_dataset
 from lightly_amix.data import eval_transform as make_eval_transform
 from lightly_amix.eval.features import extract_features, load_encoder
@@ -126,19 +128,28 @@ def references(root: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]
 
 
 def pretrain(method: str, seed: int, root: Path, out: Path, args: argparse.Namespace) -> float:
+    """Pre-trains one method and seed (resuming an interrupted run); returns seconds per epoch."""
     argv = [
         "--data-root", str(root), "--method", method, "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--queue-size", str(args.queue_size),
-        "--seed", str(seed), "--output-dir", str(out), "--accelerator", "cpu",
+        "--seed", str(seed), "--output-dir", str(out), "--accelerator", args.accelerator,
         "--num-workers", str(args.workers), "--augment-on", args.augment_on,
         "--backbone", args.backbone, "--set", f"model.cifar_stem={args.cifar_stem}",
         "--set", f"data.image_size={args.image_size}",
         *[item for value in args.overrides for item in ("--set", value)],
     ]  # fmt: skip
+    done = 0.0  # epochs already trained
+    resume = resolve_resume("auto", out) if out.is_dir() else None
+    if resume is not None:
+        steps_per_epoch = args.train_size // args.batch_size  # the loader drops the last batch
+        done = int(load_checkpoint(resume).get("global_step", 0)) / steps_per_epoch
+        print(f"Resuming the interrupted {method} run (seed {seed}) from {resume} after "
+              f"{done:.1f} epochs.")  # fmt: skip
+        argv += ["--resume", resume]
     start = time.perf_counter()
     if pretrain_main(argv, dataset="fashion-mnist", config_dir=CONFIGS) != 0:
         raise SystemExit(f"pre-training {method} (seed {seed}) failed; see the messages above.")
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / max(1.0, args.epochs - done)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -178,13 +189,15 @@ def main() -> int:
     add("--cifar-stem", action="store_true", help="3x3 stem (9x slower at 28 px)")
     add("--image-size", type=int, default=28, help="views are resized to this (28: native)")
     add("--workers", type=int, default=1)
+    add("--accelerator", default="auto", help="pre-training device: auto, cpu, gpu")
+    add("--threads", type=int, default=2, help="torch CPU threads")
     add("--augment-on", default="device", choices=["loader", "device"])
     add("--probe-epochs", type=int, default=30)
     add("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="config override shared by every method (repeatable)")  # fmt: skip
     add("--references-only", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     out = Path(args.output_dir)
     root = out / "data"
     if not (root / FILES["train"][0]).is_file():
@@ -203,10 +216,9 @@ def main() -> int:
             result_file = out / f"{method}_seed{seed}.json"
             if not result_file.is_file():
                 run_dir = out / "runs" / f"{method}_seed{seed}"
-                seconds = pretrain(method, seed, root, run_dir, args)
+                per_epoch = pretrain(method, seed, root, run_dir, args)
                 encoder, _ = load_encoder(run_dir / "backbone.pt")
                 scores = evaluate(encoder, root, args.image_size, args.probe_epochs)
-                per_epoch = seconds / args.epochs
                 record = {"method": method, "seed": seed, **scores,
                           "seconds_per_epoch": per_epoch, "argv": sys.argv[1:]}  # fmt: skip
                 result_file.write_text(json.dumps(record, indent=1))
