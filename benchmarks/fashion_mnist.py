@@ -11,7 +11,7 @@ Two reference rows calibrate the table: kNN on raw pixels, and a randomly initia
 Each run's result is saved as ``<output-dir>/<method>_seed<s>.json``; runs that already have
 one are skipped, so the benchmark can be extended (more seeds, more methods) and re-run, and
 the table always shows everything measured so far. A run that was interrupted (Ctrl-C saves
-its ``last.ckpt``) is resumed from its checkpoint when the same command is run again.
+a checkpoint) is resumed from its newest checkpoint when the same command is run again.
 
 Examples:
     python benchmarks/fashion_mnist.py --methods mocov2 mixup amix-i --seeds 0 1

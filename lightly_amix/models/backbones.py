@@ -41,8 +41,8 @@ class ResNetBackbone(nn.Module):
             (0 or 1: plain ``BatchNorm2d``). Part ``g`` holds samples ``g, g + bn_splits, ...``.
             MoCo's shuffled BN needs it on one device, where shuffling alone leaves every
             statistic unchanged. Training batches must divide evenly; evaluation is
-            unaffected, and :meth:`export_state_dict` averages the
-            parts' running statistics into a plain torchvision state_dict.
+            unaffected, and :meth:`export_state_dict` averages the parts' running
+            statistics into a plain torchvision state_dict.
 
     Attributes:
         out_dim: Width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50).
