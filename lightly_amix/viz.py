@@ -30,6 +30,9 @@ FeatureFn = Callable[[Tensor], Tensor]
 
 _LABEL_HEIGHT = 14
 _PAD = 2
+# Tiles narrower than this are enlarged by a whole factor (nearest neighbour, so every pixel
+# stays a visible square) so that the column labels fit: 28 px Fashion-MNIST tiles become 84 px.
+_MIN_TILE = 64
 
 
 def default_mixups() -> dict[str, Mixup]:
@@ -91,16 +94,24 @@ def mixup_columns(
     return columns
 
 
-def _to_pil(image: Tensor) -> Image.Image:
+def _to_pil(image: Tensor, scale: int = 1) -> Image.Image:
     array = (image.detach().float().cpu().clamp(0, 1) * 255).round().byte()
-    return Image.fromarray(array.permute(1, 2, 0).numpy())
+    tile = Image.fromarray(array.permute(1, 2, 0).numpy())
+    if scale > 1:
+        tile = tile.resize((tile.width * scale, tile.height * scale), Image.Resampling.NEAREST)
+    return tile
 
 
 def render_grid(columns: Mapping[str, Tensor], row_labels: Sequence[str]) -> Image.Image:
-    """Lays out ``columns`` (name -> (R, 3, H, W)) as a labelled PNG-ready image."""
+    """Lays out ``columns`` (name -> (R, 3, H, W)) as a labelled PNG-ready image.
+
+    Images narrower than 64 px are enlarged by the smallest whole factor that reaches 64 px.
+    """
     names = list(columns)
     first = columns[names[0]]
     rows, h, w = first.shape[0], first.shape[2], first.shape[3]
+    scale = -(-_MIN_TILE // w)  # ceil; 1 for tiles of 64 px and more
+    h, w = h * scale, w * scale
     label_w = 60
     width = label_w + len(names) * (w + _PAD)
     height = _LABEL_HEIGHT + rows * (h + _PAD)
@@ -110,7 +121,7 @@ def render_grid(columns: Mapping[str, Tensor], row_labels: Sequence[str]) -> Ima
         draw.text((label_w + c * (w + _PAD) + 2, 1), name, fill="black")
         for row in range(rows):
             canvas.paste(
-                _to_pil(columns[name][row]),
+                _to_pil(columns[name][row], scale),
                 (label_w + c * (w + _PAD), _LABEL_HEIGHT + row * (h + _PAD)),
             )
     for row, label in enumerate(row_labels):

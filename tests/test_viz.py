@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -18,6 +19,7 @@ from lightly_amix.viz import (
     mixup_columns,
     mixup_grid,
     normalize,
+    render_grid,
 )
 from tests.models.test_mocov2 import BATCH, TwoViews, tiny_model
 
@@ -49,9 +51,22 @@ def test_grid_layout_and_reproducibility() -> None:
     a, b = pairs(2, 40)
     grid = mixup_grid(a, b, lams=(0.2, 0.5, 0.8))
     assert isinstance(grid, Image.Image)
-    # 2 pairs x 3 λ rows; A, B and 5 mixups = 7 columns (no Mix Block given).
-    assert grid.height == 14 + 6 * (40 + 2) and grid.width == 60 + 7 * (40 + 2)
+    # 2 pairs x 3 λ rows; A, B and 5 mixups = 7 columns (no Mix Block given); 40 px tiles
+    # are drawn at twice their size so that the labels fit.
+    assert grid.height == 14 + 6 * (80 + 2) and grid.width == 60 + 7 * (80 + 2)
     assert mixup_grid(a, b, (0.2, 0.5, 0.8)).tobytes() == grid.tobytes()
+
+
+def test_small_tiles_are_enlarged_pixel_for_pixel() -> None:
+    image = torch.rand(1, 3, 28, 28, generator=torch.Generator().manual_seed(3))
+    grid = render_grid({"A": image, "B": image}, ["row"])
+    assert grid.size == (60 + 2 * (84 + 2), 14 + 84 + 2)  # 28 px x 3 = 84 px
+    tile = np.asarray(grid)[14 : 14 + 84, 60 : 60 + 84]  # column A
+    expected = (image[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(tile[::3, ::3], expected)  # each pixel is a 3 x 3 square
+    assert np.array_equal(tile[2::3, 2::3], expected)
+    big = render_grid({"A": torch.rand(1, 3, 64, 64)}, ["row"])
+    assert big.size == (60 + 66, 14 + 66)  # 64 px and more: drawn as they are
 
 
 def test_grid_bad_arguments() -> None:
