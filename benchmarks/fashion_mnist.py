@@ -133,6 +133,8 @@ def pretrain(method: str, seed: int, root: Path, out: Path, args: argparse.Names
         "--data-root", str(root), "--method", method, "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--queue-size", str(args.queue_size),
         "--seed", str(seed), "--output-dir", str(out), "--accelerator", args.accelerator,
+        # One device: the budget (batch 128, steps per epoch) is defined for one process.
+        "--devices", "1",
         "--num-workers", str(args.workers), "--augment-on", args.augment_on,
         "--backbone", args.backbone, "--set", f"model.cifar_stem={args.cifar_stem}",
         "--set", f"data.image_size={args.image_size}",
