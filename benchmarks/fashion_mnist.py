@@ -133,7 +133,7 @@ def pretrain(method: str, seed: int, root: Path, out: Path, args: argparse.Names
         "--data-root", str(root), "--method", method, "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--queue-size", str(args.queue_size),
         "--seed", str(seed), "--output-dir", str(out), "--accelerator", args.accelerator,
-        # One device: the budget (batch 128, steps per epoch) is defined for one process.
+        # One device: the budget (--batch-size per step, steps per epoch) assumes one process.
         "--devices", "1",
         "--num-workers", str(args.workers), "--augment-on", args.augment_on,
         "--backbone", args.backbone, "--set", f"model.cifar_stem={args.cifar_stem}",
