@@ -10,6 +10,12 @@ resident memory over its level after `malloc_trim`, sampled every millisecond: a
 the ratio to the first method (MoCo v2). AMix-C's clustering memory holds `--dataset-size`
 features (STL-10: 105,000) with K = 200, initialised from random unit vectors.
 
+Before the timed rounds, one step of each method runs under PyTorch's ``FlopCounterMode``,
+which counts the floating-point operations of matrix products and convolutions, forward and
+backward (not element-wise ops, normalisation or the optimiser). Its ratio to MoCo v2 is the
+step's compute floor, exact and the same on every machine, against which the timed ratio can
+be read (``--flops-only`` prints just that).
+
 A method may carry config overrides after a colon, e.g. ``amix-i:mixing.block_features=online``.
 
 Examples:
@@ -18,6 +24,7 @@ Examples:
                                                    # channels_last
     python benchmarks/step_cost.py --preset cpu --methods mocov2 amix-i \
         amix-i:mixing.block_features=online
+    python benchmarks/step_cost.py --preset cpu --flops-only
 """
 
 from __future__ import annotations
@@ -35,9 +42,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from lightly_amix.cli import build_model
 from lightly_amix.config import load_config
+from lightly_amix.models.base import MomentumContrastMethod
 from lightly_amix.training import PretrainDataModule
 
 
@@ -122,6 +131,53 @@ class StepTimer(pl.Callback):
             self.times.append((time.perf_counter() - self._start) * 1000)
 
 
+def make_trainer(args: argparse.Namespace, steps: int, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A one-device trainer for ``steps`` steps without logs, checkpoints or progress bar."""
+    return pl.Trainer(
+        accelerator=args.device, devices=1, precision=args.precision, max_steps=steps,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,
+    )  # fmt: skip
+
+
+def step_flops(model: pl.LightningModule, data: pl.LightningDataModule, trainer: pl.Trainer) -> int:
+    """Floating-point operations of one training step (matrix products and convolutions,
+    forward and backward, as counted by ``FlopCounterMode``); ``trainer`` runs one step."""
+    with FlopCounterMode(display=False) as counter:
+        trainer.fit(model, datamodule=data)
+    return int(counter.get_total_flops())
+
+
+def build_method(
+    spec: str, backbone: str, queue_size: int, batch_size: int, n_images: int
+) -> MomentumContrastMethod:
+    """The model of ``spec`` (a method, optionally with ``:key=value`` overrides).
+
+    AMix-C's clustering memory holds ``n_images`` features with K = 200 (fewer for small
+    ``n_images``), initialised from random unit vectors: the k-means start-up pass over the
+    images is not part of a step.
+    """
+    method, *extra = spec.split(":")
+    cfg = load_config(
+        overrides=[
+            f"method={method}",
+            f"model.backbone={backbone}",
+            f"model.queue_size={queue_size}",
+            f"trainer.batch_size={batch_size}",
+            "mixing.block_loss=" + ("ce_pl+bce" if method == "amix-c" else "infonce+bce"),
+            f"odc.num_clusters={min(200, max(1, n_images // 20))}",
+            *extra,
+        ]
+    )
+    model = build_model(cfg, n_images)
+    odc = getattr(model, "odc", None)
+    if odc is not None:
+        g = torch.Generator().manual_seed(0)
+        odc.initialize(F.normalize(torch.randn(n_images, odc.features.shape[1], generator=g)))
+    return model
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"device": "cpu", "batch_size": 32, "image_size": 64, "threads": 2,
             "precision": "32-true", "channels_last": False},
@@ -148,6 +204,9 @@ def main() -> None:
     parser.add_argument("--queue-size", type=int, default=4096)
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights")
     parser.add_argument(
+        "--flops-only", action="store_true", help="count FLOPs per step, skip the timed rounds"
+    )
+    parser.add_argument(
         "--preset", choices=sorted(PRESETS), help="sets the flags above; later flags win"
     )
     args = parser.parse_args()
@@ -156,68 +215,72 @@ def main() -> None:
         args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # A data set of STL-10's size (pixels drawn lazily): AMix-C's clustering memory holds
-    # one feature per image, initialised from random unit vectors (the k-means start-up pass
-    # over the images is not part of a step).
+    # one feature per image.
     n_images = args.dataset_size
     times: dict[str, list[float]] = {m: [] for m in args.methods}
     models = {}
     for spec in args.methods:
-        method, *extra = spec.split(":")
-        cfg = load_config(
-            overrides=[
-                f"method={method}",
-                f"model.backbone={args.backbone}",
-                f"model.queue_size={args.queue_size}",
-                f"trainer.batch_size={args.batch_size}",
-                "mixing.block_loss=" + ("ce_pl+bce" if method == "amix-c" else "infonce+bce"),
-                "odc.num_clusters=200",
-                *extra,
-            ]
-        )
-        if args.channels_last and cfg.model.bn_splits > 1:
-            parser.error(
-                f"{spec}: model.bn_splits needs NCHW-contiguous activations (Lightly's "
-                "SplitBatchNorm reshapes them with view); drop --channels-last or bn_splits."
+        try:
+            models[spec] = build_method(
+                spec, args.backbone, args.queue_size, args.batch_size, n_images
             )
-        models[spec] = build_model(cfg, n_images)
-        odc = getattr(models[spec], "odc", None)
-        if odc is not None:
-            g = torch.Generator().manual_seed(0)
-            odc.initialize(F.normalize(torch.randn(n_images, odc.features.shape[1], generator=g)))
+        except ValueError as exc:
+            parser.error(str(exc))
         if args.channels_last:
+            if models[spec].model_cfg.bn_splits > 1:
+                parser.error(
+                    f"{spec}: model.bn_splits needs NCHW-contiguous activations (Lightly's "
+                    "SplitBatchNorm reshapes them with view); drop --channels-last or bn_splits."
+                )
             models[spec] = models[spec].to(memory_format=torch.channels_last)
+
+    def datamodule() -> PretrainDataModule:
+        return PretrainDataModule(
+            RandomViews(n_images, args.image_size), args.batch_size, 0, seed=0
+        )
+
+    flops = {
+        spec: step_flops(model, datamodule(), make_trainer(args, 1, []))
+        for spec, model in models.items()
+    }
     peaks: dict[str, int] = dict.fromkeys(args.methods, 0)
-    for _ in range(args.rounds):
+    for _ in range(0 if args.flops_only else args.rounds):
         for method in args.methods:
             timer = StepTimer(args.warmup)
-            data = PretrainDataModule(
-                RandomViews(n_images, args.image_size), args.batch_size, 0, seed=0
-            )
-            trainer = pl.Trainer(
-                accelerator=args.device, devices=1, precision=args.precision,
-                max_steps=args.steps + args.warmup, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-                reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
-            )  # fmt: skip
-            trainer.fit(models[method], datamodule=data)
+            trainer = make_trainer(args, args.steps + args.warmup, [timer])
+            trainer.fit(models[method], datamodule=datamodule())
             times[method].extend(timer.times)
             peaks[method] = max(peaks[method], timer.peak_bytes)
-    base = statistics.median(times[args.methods[0]])
+    first = args.methods[0]
     where = torch.cuda.get_device_name() if args.device in ("gpu", "cuda") else "CPU"
-    print(
+    setting = (
         f"{args.backbone}, batch {args.batch_size}, {args.image_size} px, {args.precision}"
-        f"{', channels_last' if args.channels_last else ''}, {where} "
-        f"({torch.get_num_threads()} threads); median of {len(times[args.methods[0]])} steps "
-        f"over {args.rounds} interleaved rounds"
+        f"{', channels_last' if args.channels_last else ''}"
+    )
+    if args.flops_only:
+        print(f"{setting}; FLOPs of one training step (FlopCounterMode)")
+        print(f"| method | GFLOP / step | × {first} |")
+        print("|---|---:|---:|")
+        for method, count in flops.items():
+            print(f"| {method} | {count / 1e9:.2f} | {count / flops[first]:.3f} |")
+        return
+    base = statistics.median(times[first])
+    print(
+        f"{setting}, {where} ({torch.get_num_threads()} threads); median of "
+        f"{len(times[first])} steps over {args.rounds} interleaved rounds"
     )
     memory = "peak GPU MiB" if args.device in ("gpu", "cuda") else "peak RSS growth MiB"
-    print(f"| method | ms / step | images / s | {memory} | × {args.methods[0]} |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| method | ms / step | images / s | {memory} | × {first} | GFLOP / step "
+        f"| × {first} (FLOPs) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for method, values in times.items():
         median = statistics.median(values)
         print(
             f"| {method} | {median:.1f} | {args.batch_size / median * 1000:.0f} | "
-            f"{peaks[method] / 2**20:.0f} | {median / base:.2f} |"
+            f"{peaks[method] / 2**20:.0f} | {median / base:.2f} | {flops[method] / 1e9:.2f} | "
+            f"{flops[method] / flops[first]:.3f} |"
         )
 
 
