@@ -5,7 +5,7 @@
    process: ``lightly_amix.clustering.kmeans`` (faiss on every row: no subsampling), faiss
    with its default subsampling (``max_points_per_centroid=256``, i.e. 51,200 of the 105,000
    rows), and scikit-learn's ``KMeans`` (Lloyd, random init, ``n_init=1``, ``tol=0`` so that
-   all 20 iterations run). Seconds and ratios.
+   all 20 iterations run). Median seconds of ``--repeats`` runs, and ratios.
 2. ODC overhead: an AMix-C model whose clustering memory holds 105,000 features (initialised
    from the k-means above) trains ``--steps`` steps; the time spent in ``ODCMemory.update``
    (memory update, relabelling, and the centroid refresh every ``odc.refresh_interval``
@@ -42,10 +42,15 @@ from lightly_amix.models.amix import AMix  # noqa: E402
 from lightly_amix.training import PretrainDataModule  # noqa: E402
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
+    """Median seconds of ``repeats`` calls (the first call also warms thread pools and caches),
+    and the last call's result."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
 
 
 def inertia(x: np.ndarray, labels: np.ndarray) -> float:
@@ -63,35 +68,38 @@ def inertia(x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def kmeans_rows(
-    x: np.ndarray, k: int, iters: int, skip_sklearn: bool
+    x: np.ndarray, k: int, iters: int, skip_sklearn: bool, repeats: int = 1
 ) -> list[tuple[str, float, float]]:
     rows = []
-    seconds, (centroids, labels) = timed(lambda: kmeans(torch.from_numpy(x), k, iters=iters))
+    seconds, (centroids, labels) = timed(
+        lambda: kmeans(torch.from_numpy(x), k, iters=iters), repeats
+    )
     rows.append(("faiss, every row, spherical, k-means++ (lightly_amix kmeans)", seconds,
                  inertia(x, labels.numpy())))  # fmt: skip
 
-    def faiss_full() -> np.ndarray:
-        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0, max_points_per_centroid=len(x))
-        km.train(x)
-        return km.index.search(x, 1)[1][:, 0]
+    def faiss_kmeans(**params: Any) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0, **params)
+            km.train(x)
+            return km.index.search(x, 1)[1][:, 0]
 
-    seconds, lab = timed(faiss_full)
-    rows.append(("faiss, every row, plain (faiss.Kmeans)", seconds, inertia(x, lab)))
+        return run
 
-    def faiss_default() -> np.ndarray:
-        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0)  # max_points_per_centroid=256
-        km.train(x)
-        return km.index.search(x, 1)[1][:, 0]
-
-    seconds, lab = timed(faiss_default)
-    rows.append((f"faiss, default subsampling ({min(len(x), 256 * k)} rows)", seconds,
-                 inertia(x, lab)))  # fmt: skip
+    variants = [
+        ("faiss, every row, spherical, random init",
+         {"max_points_per_centroid": len(x), "spherical": True}),
+        ("faiss, every row, plain (faiss.Kmeans)", {"max_points_per_centroid": len(x)}),
+        (f"faiss, default subsampling ({min(len(x), 256 * k)} rows)", {}),  # 256 per centroid
+    ]  # fmt: skip
+    for name, params in variants:
+        seconds, lab = timed(faiss_kmeans(**params), repeats)
+        rows.append((name, seconds, inertia(x, lab)))
     if not skip_sklearn:
         from sklearn.cluster import KMeans
 
         est = KMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
                      random_state=0)  # fmt: skip
-        seconds, _ = timed(lambda: est.fit(x))
+        seconds, _ = timed(lambda: est.fit(x), repeats)
         rows.append((f"scikit-learn KMeans (lloyd, random init, {est.n_iter_} iterations)",
                      seconds, inertia(x, est.labels_)))  # fmt: skip
     return rows
@@ -148,6 +156,7 @@ def main() -> None:
     add("--iters", type=int, default=20)
     add("--threads", type=int, default=2)
     add("--skip-sklearn", action="store_true")
+    add("--repeats", type=int, default=3, help="k-means runs per row (median seconds)")
     add("--steps", type=int, default=20, help="timed AMix-C steps (a multiple of 10)")
     add("--warmup", type=int, default=2)
     add("--batch-size", type=int, default=32)
@@ -159,9 +168,12 @@ def main() -> None:
     x = rng.standard_normal((args.rows, args.dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
 
-    rows = kmeans_rows(x, args.clusters, args.iters, args.skip_sklearn)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}.")
+    rows = kmeans_rows(x, args.clusters, args.iters, args.skip_sklearn, args.repeats)
     print(f"k-means: {args.rows} x {args.dim} random unit vectors, K = {args.clusters}, "
-          f"{args.iters} iterations, {args.threads} threads")  # fmt: skip
+          f"{args.iters} iterations, {args.threads} threads; median of {args.repeats} "
+          "runs")  # fmt: skip
     print("| k-means | seconds | time / first row | mean squared distance to cluster mean |")
     print("|---|---:|---:|---:|")
     for name, seconds, quality in rows:
