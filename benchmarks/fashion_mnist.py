@@ -35,14 +35,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightly_amix.checkpoints import load_checkpoint
-from lightly_amix.cli import pretrain_main, resolve_resume
+from lightly_amix.cli import pretrain_main
 from lightly_amix.data import FASHION_MNIST_DEFAULT_ROOT, FashionMNIST, build_dataset
 from lightly_amix.data import eval_transform as make_eval_transform
 from lightly_amix.eval.features import extract_features, load_encoder
 from lightly_amix.eval.knn import knn_accuracy
 from lightly_amix.eval.linear import MoCoLinearClassifier
 from lightly_amix.models.backbones import ResNetBackbone
+from lightly_amix.training import resolve_resume
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 FILES = {
@@ -141,10 +141,11 @@ def pretrain(method: str, seed: int, root: Path, out: Path, args: argparse.Names
         *[item for value in args.overrides for item in ("--set", value)],
     ]  # fmt: skip
     done = 0.0  # epochs already trained
-    resume = resolve_resume("auto", out) if out.is_dir() else None
-    if resume is not None:
+    found = resolve_resume("auto", out).candidate if out.is_dir() else None
+    resume = str(found.path) if found is not None else None
+    if found is not None and resume is not None:
         steps_per_epoch = args.train_size // args.batch_size  # the loader drops the last batch
-        done = int(load_checkpoint(resume).get("global_step", 0)) / steps_per_epoch
+        done = int(found.step or 0) / steps_per_epoch
         print(f"Resuming the interrupted {method} run (seed {seed}) from {resume} after "
               f"{done:.1f} epochs.")  # fmt: skip
         argv += ["--resume", resume]

@@ -8,7 +8,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
 import os
 import sys
 import textwrap
@@ -18,10 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info
 
 from lightly_amix.config import (
     AUGMENT_ON_CHOICES,
@@ -29,6 +25,7 @@ from lightly_amix.config import (
     METHODS,
     PretrainConfig,
     load_config,
+    to_dict,
     to_yaml,
     uses_pseudo_labels,
 )
@@ -38,13 +35,27 @@ from lightly_amix.data import (
     eval_transform,
     resolve_augment_on,
 )
+from lightly_amix.data.errors import DatasetFormatError
 from lightly_amix.eval.cli import EVAL_SPLITS
 from lightly_amix.eval.monitor import KNNMonitor
 from lightly_amix.models import AMix, MixMoCo, MoCoV2, MomentumContrastMethod
-from lightly_amix.training import EpochSeed, PretrainDataModule
+from lightly_amix.training import (
+    CheckpointWriteError,
+    PretrainDataModule,
+    ResumeError,
+    RunIdentity,
+    RunInfo,
+    atomic_save,
+    atomic_write_text,
+    build_trainer,
+    check_compatible,
+    checkpoint_files,
+    parse_devices,
+    quiet_third_party,
+    remove_stale_temporary_files,
+    resolve_resume,
+)
 from lightly_amix.viz import MixupGridCallback
-
-INTERRUPTED_NAME = "interrupted"
 
 _EPILOG = """\
 configuration precedence (lowest first):
@@ -60,12 +71,21 @@ examples:
   python {prog} --data-root data/stl10 --devices 4 --strategy ddp --precision bf16-mixed
   python {prog} --data-root data/stl10 --devices 4 --strategy ddp --resume auto
 
-outputs in --output-dir: config.yaml, last.ckpt (every epoch), epochNNN.ckpt (every
-trainer.keep_every epochs), interrupted.ckpt (on Ctrl-C or an error), logs/version_N/
+outputs in --output-dir: config.yaml, last.ckpt (at the end of every epoch and every
+trainer.checkpoint_every_minutes within one), epochNNN.ckpt (every trainer.keep_every
+epochs), interrupted.ckpt (Ctrl-C finishes the step, saves it and stops), logs/version_N/
 (CSV) and tb/version_N/ (TensorBoard; one version per launch), and backbone.pt: a
 torchvision ResNet state_dict without fc, e.g.
   sd = torch.load("out/backbone.pt", weights_only=True)
   torchvision.models.resnet18().load_state_dict(sd, strict=False)  # only fc.* missing
+
+checkpoints are written atomically (temp file in --output-dir, fsync, rename) and only
+when finite; --resume auto continues from the valid checkpoint with the most training
+progress (never the newest file) and refuses one of another method, backbone or data set.
+A resumed run repeats the uninterrupted one exactly, whatever --num-workers.
+
+exit codes: 0 done; 1 training stopped (Ctrl-C, a non-finite loss, a failed write; the
+message names the checkpoint to continue from); 2 bad input, reported before any set-up.
 """
 
 
@@ -110,11 +130,19 @@ def build_parser(dataset: str, prog: str | None = None) -> argparse.ArgumentPars
     )
     add("--queue-size", type=int, help="model.queue_size: negatives in the memory bank")
     add("--output-dir", help="trainer.output_dir: checkpoints, logs and backbone.pt")
-    add("--resume", help="checkpoint to resume from, or 'auto' for the newest in --output-dir")
+    add(
+        "--resume",
+        help="checkpoint to resume from, or 'auto': the valid checkpoint in --output-dir with "
+        "the most training progress (none: start fresh)",
+    )
     add("--accelerator", help="trainer.accelerator: auto, cpu, gpu, ...")
     add("--devices", help="trainer.devices: auto, a count, or a comma-separated list of ids")
     add("--strategy", help="trainer.strategy: auto, ddp, ...")
-    add("--precision", help="trainer.precision: 32-true, bf16-mixed, 16-mixed")
+    add(
+        "--precision",
+        help="trainer.precision: 32-true (default), bf16-mixed, 16-mixed, bf16-true, 16-true, "
+        "64-true",
+    )
     add("--seed", type=int, help="trainer.seed")
     add("--num-workers", type=int, help="data.num_workers: loader processes")
     add(
@@ -146,117 +174,6 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "trainer.precision": args.precision,
         "trainer.seed": args.seed,
     }
-
-
-def parse_devices(devices: str) -> int | str | list[int]:
-    """``auto`` -> ``"auto"``, ``"2"`` -> 2, ``"0,1"`` -> [0, 1]."""
-    text = devices.strip()
-    if text == "auto":
-        return "auto"
-    try:
-        if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
-        return int(text)
-    except ValueError:
-        raise ValueError(
-            f"Invalid devices '{devices}': expected 'auto', a count such as 2, or ids such as 0,1."
-        ) from None
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """The checkpoints that ``--resume auto`` considers."""
-    return [output_dir / "last.ckpt", output_dir / f"{INTERRUPTED_NAME}.ckpt"]
-
-
-def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
-    """Returns the checkpoint to resume from: an explicit path, the newest one, or None."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        existing = [path for path in _checkpoints(output_dir) if path.is_file()]
-        if not existing:
-            print(f"--resume auto: no checkpoint in {output_dir}, starting from scratch.")
-            return None
-        newest = max(existing, key=lambda path: path.stat().st_mtime)
-        return str(newest)
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--resume {resume}: no such checkpoint. Pass an existing .ckpt file, or 'auto' to "
-            f"pick the newest of last.ckpt / {INTERRUPTED_NAME}.ckpt in the output directory."
-        )
-    return str(path)
-
-
-class SaveOnInterrupt(pl.Callback):
-    """Writes a checkpoint when training stops on Ctrl-C or an error.
-
-    Lightning's ``OnExceptionCheckpoint`` does the same, but its presence makes
-    ``fit(ckpt_path=None)`` silently resume from that file; resuming here is always explicit
-    (``--resume``).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        trainer.save_checkpoint(self.path)
-        bar = trainer.progress_bar_callback
-        if isinstance(bar, TQDMProgressBar):
-            # Close the half-done bar now; left open, it is printed again at exit.
-            with contextlib.suppress(TypeError, AttributeError):
-                bar.train_progress_bar.close()
-        rank_zero_info(f"Saved {self.path}; continue with --resume auto.")
-
-
-def build_trainer(
-    cfg: PretrainConfig, output_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()
-) -> pl.Trainer:
-    """A Lightning Trainer with checkpoints, CSV/TensorBoard logs and per-epoch seeding."""
-    t = cfg.trainer
-    callbacks: list[pl.Callback] = [
-        # last.ckpt, overwritten at the end of every epoch (Lightning's save_last only writes
-        # when a top-k checkpoint was written at the same step).
-        ModelCheckpoint(
-            dirpath=output_dir,
-            filename="last",
-            save_top_k=1,
-            every_n_epochs=1,
-            enable_version_counter=False,
-        ),  # fmt: skip
-        ModelCheckpoint(
-            dirpath=output_dir,
-            filename="epoch{epoch:03d}",
-            auto_insert_metric_name=False,
-            save_top_k=-1,
-            every_n_epochs=t.keep_every,
-        ),
-        SaveOnInterrupt(output_dir / f"{INTERRUPTED_NAME}.ckpt"),
-        EpochSeed(t.seed),
-        *extra_callbacks,
-    ]
-    # One version_N folder per launch, so a resumed run never overwrites earlier logs.
-    loggers = [CSVLogger(output_dir, name="logs"), TensorBoardLogger(output_dir, name="tb")]
-    log_every = t.log_every_n_steps
-    if t.limit_batches is not None:
-        log_every = min(log_every, t.limit_batches)
-    return pl.Trainer(
-        max_epochs=t.epochs,
-        limit_train_batches=t.limit_batches if t.limit_batches is not None else 1.0,
-        accelerator=t.accelerator,
-        devices=parse_devices(t.devices),
-        strategy=t.strategy,
-        precision=t.precision,  # type: ignore[arg-type]
-        sync_batchnorm=t.sync_batchnorm,
-        callbacks=callbacks,
-        logger=loggers,
-        log_every_n_steps=log_every,
-        reload_dataloaders_every_n_epochs=1,
-        use_distributed_sampler=False,
-        enable_progress_bar=True,
-    )
 
 
 def build_model(cfg: PretrainConfig, num_samples: int) -> MomentumContrastMethod:
@@ -296,8 +213,117 @@ def build_knn_monitor(cfg: PretrainConfig) -> KNNMonitor:
 
 
 def _error(message: str) -> int:
+    """Prints one ``error:`` line for bad input; returns exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def check_trainer_settings(cfg: PretrainConfig) -> int:
+    """Checks accelerator, devices, strategy and precision by building a bare Trainer.
+
+    Runs before any data is read, so a typo costs a second, not the set-up.
+
+    Returns:
+        The number of processes (world size) these settings give.
+
+    Raises:
+        ValueError: Naming the settings and Lightning's reason.
+    """
+    t = cfg.trainer
+    devices = parse_devices(t.devices)
+    rank_zero_loggers = [
+        logging.getLogger(n)
+        for n in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+    ]
+    levels = [logger.level for logger in rank_zero_loggers]
+    for logger in rank_zero_loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = pl.Trainer(
+                accelerator=t.accelerator, devices=devices, strategy=t.strategy,
+                precision=t.precision,  # type: ignore[arg-type]
+                logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False,
+            )  # fmt: skip
+    except Exception as exc:  # Lightning raises MisconfigurationException, ValueError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"these trainer settings do not work here (--accelerator {t.accelerator} --devices "
+            f"{t.devices} --strategy {t.strategy} --precision {t.precision}): {reason}"
+        ) from None
+    finally:
+        for logger, level in zip(rank_zero_loggers, levels, strict=True):
+            logger.setLevel(level)
+    world = int(probe.world_size)
+    if cfg.model.queue_size < cfg.trainer.batch_size * world:
+        raise ValueError(
+            f"model.queue_size {cfg.model.queue_size} is smaller than the keys of one step "
+            f"({cfg.trainer.batch_size} per device x {world} processes): raise --queue-size."
+        )
+    return world
+
+
+def prepare_output_dir(path: Path) -> bool:
+    """Creates the output folder and checks that files can be written in it.
+
+    Returns:
+        Whether this call created the folder.
+
+    Raises:
+        ValueError: If it is a file, cannot be created or is not writable.
+    """
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output-dir {path} is a file, not a folder; choose a folder path.")
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"--output-dir {path} cannot be created ({exc.strerror or exc}); choose a folder on a "
+            "file system you can write to."
+        ) from None
+    probe = path / f".write-test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(
+            f"--output-dir {path} is not writable ({exc.strerror or exc}); choose another "
+            "folder, or fix its permissions / remount it read-write."
+        ) from None
+    return created
+
+
+def _run_identity(cfg: PretrainConfig) -> RunIdentity:
+    return RunIdentity(cfg.method, cfg.model.backbone, cfg.data.dataset)
+
+
+def _training_failed(exc: BaseException, output_dir: Path, cfg: PretrainConfig) -> int:
+    """One line on why training stopped and which checkpoint holds the run now; exit code 1."""
+    try:
+        latest = resolve_resume("auto", output_dir, _run_identity(cfg)).candidate
+    except ResumeError:
+        latest = None
+    where = (
+        f"the newest valid checkpoint is {latest.path} ({latest.where()})"
+        if latest is not None
+        else f"no valid checkpoint of this run is in {output_dir}"
+    )
+    if isinstance(exc, FloatingPointError):
+        advice = (
+            "Nothing from the failing step was saved. The run is deterministic, so a resume with "
+            "the same settings stops at the same step: switch to --precision 32-true or fix the "
+            "data first (a lower optim.base_lr needs a new run: a resumed run keeps its schedule), "
+            "then continue with --resume auto."
+        )
+    elif isinstance(exc, CheckpointWriteError):
+        advice = ""
+    else:
+        advice = "Fix the cause, then continue with --resume auto."
+    print(f"error: {exc} Now {where}. {advice}".rstrip(), file=sys.stderr)
+    return 1
 
 
 def pretrain_main(
@@ -309,6 +335,9 @@ def pretrain_main(
 ) -> int:
     """Runs pre-training from command-line arguments; returns the process exit code.
 
+    Exit codes: 0 done; 1 training stopped (interrupted, a non-finite loss, a failed write;
+    the message says what was saved); 2 bad input, found before any heavy set-up.
+
     Args:
         argv: Arguments (default: ``sys.argv[1:]``).
         dataset: Data set name; with ``--method`` it selects ``<dataset>_<method>.yaml``.
@@ -317,25 +346,37 @@ def pretrain_main(
         callbacks: Extra Lightning callbacks (e.g. for monitoring when embedding the recipe).
     """
     args = build_parser(dataset, prog).parse_args(argv)
+    quiet_third_party()
     config_path: Path | None = Path(args.config) if args.config else None
     if config_path is None and config_dir is not None:
         slug = dataset.replace("-", "_")
         config_path = Path(config_dir) / f"{slug}_{args.method or 'mocov2'}.yaml"
     try:
         cfg = load_config(config_path, overrides=args.overrides, flags=_flags(args))
+        check_trainer_settings(cfg)
+        output_dir = Path(cfg.trainer.output_dir)
+        created = prepare_output_dir(output_dir)
     except (FileNotFoundError, ValueError) as exc:
         return _error(str(exc))
-    output_dir = Path(cfg.trainer.output_dir)
-    existing = [p.name for p in _checkpoints(output_dir) if p.is_file()]
+    try:
+        return _pretrain(cfg, output_dir, callbacks)
+    finally:
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # a launch that stopped before writing anything leaves no trace
+
+
+def _pretrain(cfg: PretrainConfig, output_dir: Path, callbacks: Sequence[pl.Callback]) -> int:
+    remove_stale_temporary_files(output_dir)
+    existing = [p.name for p in checkpoint_files(output_dir)]
     if cfg.trainer.resume is None and existing:
         return _error(
             f"{output_dir} already holds {', '.join(existing)} from an earlier run. Pass "
             "--resume auto to continue it, or choose another --output-dir."
         )
+    identity = _run_identity(cfg)
     try:
-        ckpt_path = resolve_resume(cfg.trainer.resume, output_dir)
-        parse_devices(cfg.trainer.devices)
-    except (FileNotFoundError, ValueError) as exc:
+        choice = resolve_resume(cfg.trainer.resume, output_dir, identity)
+    except ResumeError as exc:
         return _error(str(exc))
 
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
@@ -371,14 +412,17 @@ def pretrain_main(
             f"the data set has {n_images} images, fewer than one batch "
             f"({cfg.trainer.batch_size}); lower --batch-size."
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(to_yaml(cfg))
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if cpus and cfg.data.num_workers > cpus:
         print(f"data.num_workers={cfg.data.num_workers} > {cpus} CPUs here: using {cpus}.")
         cfg.data.num_workers = cpus
     model = build_model(cfg, n_images)
+    if choice.candidate is not None:
+        try:
+            check_compatible(choice.candidate, model, model.hparams["model"])
+        except ResumeError as exc:
+            return _error(str(exc))
     feature_set = None
     if isinstance(model, AMix) and model.odc is not None:
         feature_set = build_dataset(
@@ -395,18 +439,34 @@ def pretrain_main(
         feature_set,
         device_augment=device_augment,
     )
-    extra = list(callbacks)
+    run = {
+        "method": identity.method,
+        "backbone": identity.backbone,
+        "dataset": identity.dataset,
+        "config": to_dict(cfg),
+    }
+    extra: list[pl.Callback] = [RunInfo(run), *callbacks]
     if cfg.mixing.grid_every_n_epochs > 0 and cfg.method != "mocov2":
         extra.append(MixupGridCallback(output_dir / "grids", cfg.mixing.grid_every_n_epochs))
     if cfg.trainer.knn_every_n_epochs > 0:
         extra.append(build_knn_monitor(cfg))
+    try:
+        atomic_write_text(output_dir / "config.yaml", to_yaml(cfg))
+    except CheckpointWriteError as exc:
+        return _error(str(exc))
     trainer = build_trainer(cfg, output_dir, extra)
-    if ckpt_path:
-        print(f"Resuming from {ckpt_path}")
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if choice.message:
+        print(choice.message)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=choice.path)
+    except (FloatingPointError, CheckpointWriteError, DatasetFormatError, OSError) as exc:
+        return _training_failed(exc, output_dir, cfg)
 
     if trainer.global_rank == 0:
         backbone_path = output_dir / "backbone.pt"
-        torch.save(model.export_backbone_state_dict(), backbone_path)
+        try:
+            atomic_save(model.export_backbone_state_dict(), backbone_path)
+        except CheckpointWriteError as exc:
+            return _training_failed(exc, output_dir, cfg)
         print(f"Saved {output_dir / 'last.ckpt'} and {backbone_path}")
     return 0

@@ -37,6 +37,11 @@ BLOCK_LOSS_TERMS = ("bce", "infonce", "infonce_pl", "ce_pl", "pbce")
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 
 
+# Lightning precisions the recipes support (fp8 / transformer-engine need extra packages and
+# a Hopper GPU, and are not tested here).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+              "32", "16", "bf16", "64")  # fmt: skip
+
 # Where the two views are drawn (DataConfig.augment_on).
 AUGMENT_ON_CHOICES: tuple[str, ...] = ("auto", "loader", "device")
 
@@ -136,10 +141,15 @@ class TrainerConfig:
         sync_batchnorm: Convert BatchNorm layers to SyncBatchNorm under DDP.
         seed: Global seed; every epoch's randomness is derived from it and the epoch number.
         output_dir: Where checkpoints, logs and ``backbone.pt`` are written.
-        resume: Checkpoint to resume from, ``auto`` (the newest in ``output_dir``), or ``None``.
+        resume: Checkpoint to resume from, ``auto`` (the valid checkpoint with the most
+            training progress in ``output_dir``), or ``None``.
         log_every_n_steps: Logging interval.
         keep_every: Keep a numbered checkpoint every this many epochs (``last.ckpt`` is
             written every epoch).
+        checkpoint_every_minutes: Also write ``last.ckpt`` within an epoch every this many
+            minutes (0: only at the end of epochs), so a killed run loses at most that much.
+        checkpoint_every_n_steps: Write ``last.ckpt`` every this many steps instead of by
+            time (0: by time).
         knn_every_n_epochs: Log a weighted-kNN top-1 on the labelled splits (STL-10 train →
             test, Tiny/ImageNet train → val) every N epochs; 0 turns the monitor off.
         knn_limit_batches: Batches per split for the monitor (``None``: all).
@@ -158,6 +168,8 @@ class TrainerConfig:
     resume: str | None = None
     log_every_n_steps: int = 50
     keep_every: int = 50
+    checkpoint_every_minutes: float = 30.0
+    checkpoint_every_n_steps: int = 0
     knn_every_n_epochs: int = 0
     knn_limit_batches: int | None = None
 
@@ -259,6 +271,25 @@ def _merge(schema: DictConfig, update: Any, source: str) -> DictConfig:
     return merged
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML of a config file; a clear ValueError naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(
+            f"Config file '{path}' is not valid YAML{where}: {problem}. Fix the file (nested "
+            "'section: {key: value}' mappings, as in recipes/configs/) or pass another --config."
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"Config file '{path}' is not a text file; expected a YAML config such as "
+            "recipes/configs/stl10_mocov2.yaml."
+        ) from None
+
+
 def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
     pairs = list(overrides)
     for item in pairs:
@@ -267,7 +298,14 @@ def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
                 f"Bad override '{item}': expected key=value with a dotted key, "
                 "e.g. --set model.temperature=0.2"
             )
-    return OmegaConf.from_dotlist(pairs)
+    try:
+        return OmegaConf.from_dotlist(pairs)
+    except OmegaConfBaseException as exc:
+        reason = str(exc).splitlines()[0]
+        raise ValueError(
+            f"Bad override in --set {' '.join(pairs)}: {reason}. Quote lists and strings with "
+            "special characters, e.g. --set 'key=[1,2]'."
+        ) from None
 
 
 def load_config(
@@ -299,7 +337,7 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Config file '{path}' does not exist.")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _read_yaml(path)
         if not isinstance(data, dict):
             raise ValueError(
                 f"Config file '{path}' must hold a mapping, got {type(data).__name__}."
@@ -373,6 +411,21 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.trainer.epochs, "trainer.epochs")
     _positive(cfg.trainer.batch_size, "trainer.batch_size")
     _positive(cfg.trainer.keep_every, "trainer.keep_every")
+    _positive(cfg.trainer.checkpoint_every_minutes, "trainer.checkpoint_every_minutes", True)
+    _positive(cfg.trainer.checkpoint_every_n_steps, "trainer.checkpoint_every_n_steps", True)
+    if str(cfg.trainer.precision) not in PRECISIONS:
+        raise ValueError(
+            f"Invalid trainer.precision '{cfg.trainer.precision}'. Expected one of: "
+            f"{', '.join(PRECISIONS[:6])} (32-true is exact; bf16-mixed is the fast choice on "
+            "recent GPUs and AVX-512 CPUs). fp8 and transformer-engine are not supported here."
+        )
+    if cfg.model.queue_size < cfg.trainer.batch_size:
+        raise ValueError(
+            f"model.queue_size {cfg.model.queue_size} is smaller than one batch of keys "
+            f"(trainer.batch_size {cfg.trainer.batch_size}): every step would overwrite the "
+            "whole queue with part of its own keys. Use --queue-size of at least the batch size, "
+            f"best a multiple of it (e.g. {cfg.trainer.batch_size * 8}; MoCo v2: 65536)."
+        )
     _positive(cfg.trainer.knn_every_n_epochs, "trainer.knn_every_n_epochs", allow_zero=True)
     _positive(cfg.trainer.log_every_n_steps, "trainer.log_every_n_steps")
     if cfg.trainer.limit_batches is not None:

@@ -9,6 +9,9 @@ Examples:
     python recipes/visualize_mixup.py                      # writes mixup_grid.png
     python recipes/visualize_mixup.py --data-root data/stl10 --dataset stl10 --split test
     python recipes/visualize_mixup.py --checkpoint out/stl10_amix/last.ckpt -o amix.png
+
+A checkpoint whose encoder or Mix Block lacks weights (or has unexpected ones) is refused with
+exit code 2 and the keys listed, unless --allow-partial is given.
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lightly_amix.checkpoints import backbone_from_checkpoint, load_checkpoint, sub_state_dict
+from lightly_amix.checkpoints import (
+    backbone_from_checkpoint,
+    load_checkpoint,
+    load_state_dict_strict,
+    sub_state_dict,
+)
 from lightly_amix.data import DATASET_SPLITS, build_dataset, default_image_size, eval_transform
 from lightly_amix.mixing.mix_block import MixBlock, MixBlockConfig
 from lightly_amix.models.backbones import RESNETS, ResNetBackbone
@@ -85,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lams", type=float, nargs="+", default=[0.2, 0.5, 0.8], help="λ values")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="load a checkpoint that lacks some weights, keeping the model's initial values for "
+        "them (not recommended)",
+    )
+    parser.add_argument(
         "-o", "--output", default="mixup_grid.png", help="PNG path (default: %(default)s)"
     )
     args = parser.parse_args(argv)
@@ -92,6 +106,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pairs must be >= 1")
 
     try:
+        torch.manual_seed(args.seed)
+        if args.checkpoint:  # first, so that a bad checkpoint fails before any image work
+            ckpt = load_checkpoint(args.checkpoint)
+            prefix = (
+                "backbone_momentum."
+                if any(k.startswith("backbone_momentum.") for k in ckpt["state_dict"])
+                else "backbone."
+            )
+            source = f"'{args.checkpoint}'"
+            encoder = backbone_from_checkpoint(
+                ckpt, prefix, allow_partial=args.allow_partial, source=source
+            )
+            block_cfg = ckpt["hyper_parameters"].get("mix_block")
+            block = MixBlock(encoder.stage3_dim, MixBlockConfig(**block_cfg) if block_cfg else None)
+            block_state = sub_state_dict(ckpt["state_dict"], "mix_block.")
+            if block_state:
+                load_state_dict_strict(
+                    block,
+                    block_state,
+                    f"{source} ('mix_block.*')",
+                    allow_partial=args.allow_partial,
+                    expected="a complete last.ckpt as recipes/pretrain_*.py writes it (the Mix "
+                    "Block of its hyper-parameters, 'mix_block')",
+                    model="the Mix Block",
+                )
+            else:
+                print("The checkpoint has no Mix Block (a MoCo v2 run?): drawing a random one.")
+        else:
+            encoder = ResNetBackbone(args.backbone)
+            block = MixBlock(encoder.stage3_dim)
+
         if args.data_root:
             size = args.image_size or default_image_size(args.dataset)
             split = args.split or DATASET_SPLITS[args.dataset][0]
@@ -107,26 +152,6 @@ def main(argv: list[str] | None = None) -> int:
                     "less, or --data-root."
                 )
             images = photo_batch(2 * args.pairs, size)
-
-        torch.manual_seed(args.seed)
-        if args.checkpoint:
-            ckpt = load_checkpoint(args.checkpoint)
-            prefix = (
-                "backbone_momentum."
-                if any(k.startswith("backbone_momentum.") for k in ckpt["state_dict"])
-                else "backbone."
-            )
-            encoder = backbone_from_checkpoint(ckpt, prefix)
-            block_cfg = ckpt["hyper_parameters"].get("mix_block")
-            block = MixBlock(encoder.stage3_dim, MixBlockConfig(**block_cfg) if block_cfg else None)
-            block_state = sub_state_dict(ckpt["state_dict"], "mix_block.")
-            if block_state:
-                block.load_state_dict(block_state)
-            else:
-                print("The checkpoint has no Mix Block (a MoCo v2 run?): drawing a random one.")
-        else:
-            encoder = ResNetBackbone(args.backbone)
-            block = MixBlock(encoder.stage3_dim)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

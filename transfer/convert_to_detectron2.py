@@ -24,6 +24,10 @@ with ``<p>`` one of ``weight``, ``bias``, ``running_mean``, ``running_var``. The
 buffer, and its ``SyncBN`` (``nn.SyncBatchNorm`` with the default ``momentum=0.1``) only uses the
 counter when ``momentum`` is ``None``. A classifier ``fc.*`` (torchvision ImageNet weights) is
 dropped with a note. Anything else is refused, not dropped silently: the unmapped keys are listed.
+A ResNet-50 that lacks some tensors is refused too, with the missing keys counted and listed,
+unless ``--allow-partial`` is given: then the ``.pkl`` holds only the tensors there are, one
+``warning:`` line names the rest, and detectron2 keeps its initial values for them (not
+recommended).
 
 Only a standard ResNet-50 is accepted, since the C4 protocol is defined for it; a ResNet-18/34, a
 CIFAR-stem model (3x3 ``conv1``, no max-pool) or a wide/grouped variant is refused with a one-line
@@ -200,21 +204,46 @@ def _short_list(items: Sequence[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def convert(state_dict: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
+def missing_resnet50_keys(state_dict: Mapping[str, Any]) -> list[str]:
+    """The ResNet-50 tensors (``num_batches_tracked`` and ``fc`` aside) that ``state_dict`` lacks.
+
+    Examples:
+        >>> sd = torchvision.models.resnet50().state_dict()
+        >>> missing_resnet50_keys({k: v for k, v in sd.items() if not k.startswith("layer4.")})[:2]
+        ['layer4.0.conv1.weight', 'layer4.0.bn1.weight']
+    """
+    return [k for k in _reference_resnet50_shapes() if k not in state_dict]
+
+
+def _is_partial_resnet50(state_dict: Mapping[str, Any], evidence: str) -> bool:
+    """Bottleneck blocks, none of them beyond a ResNet-50's: a ResNet-50 with tensors missing."""
+    reference = _reference_resnet50_shapes()
+    named = [k for k in state_dict if not is_dropped(k) and detectron2_name(k) is not None]
+    return evidence.startswith("Bottleneck") and all(k in reference for k in named)
+
+
+def convert(
+    state_dict: Mapping[str, Tensor], allow_partial: bool = False, source: str = "the state_dict"
+) -> dict[str, np.ndarray]:
     """Renames a torchvision ResNet-50 state_dict to detectron2's names, values as numpy arrays.
 
     Args:
         state_dict: torchvision ResNet-50 keys (``conv1.weight``, ``layer4.2.bn3.bias``, ...);
             ``fc.*`` may be present and is dropped, as are the ``num_batches_tracked`` buffers.
+        allow_partial: Convert a ResNet-50 that lacks some tensors (they are left out of the
+            result, so detectron2 keeps its initial values for them) instead of refusing it;
+            not recommended (``--allow-partial``).
+        source: How the missing-keys message names the weights, e.g. the input path.
 
     Returns:
         The 265 backbone tensors of a ResNet-50 under detectron2 names (``stem.conv1.weight``,
-        ``res5.2.conv3.norm.bias``, ...), as numpy copies (bfloat16 becomes float32).
+        ``res5.2.conv3.norm.bias``, ...), as numpy copies (bfloat16 becomes float32); fewer with
+        ``allow_partial`` when some are missing.
 
     Raises:
         ConversionError: For anything but a standard ResNet-50 (ResNet-18/34/101/152, a CIFAR
             stem, other widths or groups), for keys that have no detectron2 name (all listed),
-            for missing keys and for non-tensor values.
+            for missing keys (unless ``allow_partial``) and for non-tensor values.
 
     Examples:
         >>> sd = torchvision.models.resnet50().state_dict()
@@ -223,7 +252,7 @@ def convert(state_dict: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
         (265, (64, 3, 7, 7))
     """
     found, evidence = identify_resnet(state_dict)
-    if found != "ResNet-50":
+    if found != "ResNet-50" and not _is_partial_resnet50(state_dict, evidence):
         raise _refuse_architecture(found, evidence)
     conv1 = state_dict["conv1.weight"]
     if isinstance(conv1, Tensor) and tuple(conv1.shape[-2:]) == (3, 3):
@@ -240,15 +269,25 @@ def convert(state_dict: Mapping[str, Tensor]) -> dict[str, np.ndarray]:
         raise ConversionError(f"these entries are not tensors: {_short_list(not_tensors)}")
 
     reference = _reference_resnet50_shapes()
-    missing = sorted(set(reference) - set(state_dict))
-    if missing:
+    missing = missing_resnet50_keys(state_dict)
+    if missing and not allow_partial:
+        # The package's wording for weights that do not match (imported only here: it pulls in
+        # Lightning).
+        from lightly_amix.checkpoints import state_dict_mismatch_message
+
+        expected = (
+            "a complete ResNet-50 (a last.ckpt or backbone.pt as recipes/pretrain_*.py writes "
+            "it with --backbone resnet50)"
+        )
         raise ConversionError(
-            f"{len(missing)} ResNet-50 key(s) are missing: {_short_list(missing)}"
+            state_dict_mismatch_message(
+                source, missing, [], [], len(reference), expected, model="a ResNet-50"
+            )
         )
     wrong = [
         f"{k} {tuple(state_dict[k].shape)} (expected {shape})"
         for k, shape in reference.items()
-        if tuple(state_dict[k].shape) != shape
+        if k in state_dict and tuple(state_dict[k].shape) != shape
     ]
     if wrong:
         raise ConversionError(
@@ -415,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_AUTHOR,
         help=f"the '__author__' field, logged by detectron2 (default: {DEFAULT_AUTHOR})",
     )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="load a checkpoint that lacks some weights, keeping the model's initial values for "
+        "them (not recommended)",
+    )
     return parser
 
 
@@ -438,10 +483,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--author Caffe2 would make detectron2 apply its Caffe2 renames; choose another."
             )
         state, source = load_backbone_state(args.input)
-        weights = convert(state)
+        weights = convert(state, allow_partial=args.allow_partial, source=f"'{args.input}'")
     except ConversionError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    missing = missing_resnet50_keys(state)
+    if missing:
+        print(
+            f"warning: '{args.input}' was converted partially (--allow-partial): "
+            f"{len(missing)} missing ResNet-50 tensor(s) left out of the .pkl, so detectron2 "
+            f"keeps its initial values for them ({_short_list(missing)}).",
+            file=sys.stderr,
+        )
     n_tracked = sum(k.endswith("num_batches_tracked") for k in state)
     dropped_fc = [k for k in state if k in ("fc.weight", "fc.bias")]
     print(f"Read a ResNet-50 from {args.input}: {source}, {len(state)} entries.")

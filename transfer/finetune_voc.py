@@ -15,7 +15,9 @@ torchvision's detection parts so that it runs where detectron2 is not installed:
   ``FastRCNNPredictor(2048, 21)`` (20 classes + background; initialised as detectron2's, normal
   std 0.01 for the classifier and 0.001 for the box regressor);
 * the pre-trained weights (``--weights backbone.pt``, a torchvision ResNet-50 state_dict without
-  ``fc``) go into both the trunk and res5, as detectron2's converted weights do;
+  ``fc``) go into both the trunk and res5, as detectron2's converted weights do; a file that
+  lacks some of them (or has others) is refused with the keys listed, unless ``--allow-partial``
+  (the rest then keep torchvision's initialisation; not recommended);
 * pixels: RGB in [0, 1] normalised with ImageNet's mean/std (the protocol's ``PIXEL_MEAN`` /
   ``PIXEL_STD`` divided by 255); multi-scale training with the shorter side drawn from
   480..800 step 32 (max 1333), shorter side 800 at test; horizontal flip with p = 0.5;
@@ -256,15 +258,22 @@ def _describe_basic_block_state(state: dict[str, Tensor]) -> str:
     return "ResNet-18" if len(blocks) <= 2 else "ResNet-34"
 
 
-def load_backbone_weights(resnet: torchvision.models.ResNet, path: str | Path) -> int:
+def load_backbone_weights(
+    resnet: torchvision.models.ResNet, path: str | Path, allow_partial: bool = False
+) -> int:
     """Loads ``backbone.pt`` (a torchvision ResNet-50 state_dict, ``fc`` optional) into ``resnet``.
 
     Every key except ``fc.*`` must be present with the right shape, and nothing else may be
-    there. Loaded with ``torch.load(weights_only=True)``.
+    there: the message counts and lists what is missing, unexpected or of the wrong shape
+    (:func:`lightly_amix.checkpoints.load_state_dict_strict`, as the evaluation recipes).
+    Loaded with ``torch.load(weights_only=True)``.
 
     Args:
         resnet: A torchvision ``resnet50()``.
         path: The weights file, as the pre-training recipes write it (``<output-dir>/backbone.pt``).
+        allow_partial: Load the matching tensors of a file that lacks some (or has extra ones),
+            keeping ``resnet``'s initial values for the rest, with one ``warning:`` line on
+            stderr; not recommended (``--allow-partial``). Wrong shapes are still refused.
 
     Returns:
         The number of tensors loaded.
@@ -282,6 +291,13 @@ def load_backbone_weights(resnet: torchvision.models.ResNet, path: str | Path) -
         ...     load_backbone_weights(torchvision.models.resnet50(), f"{d}/backbone.pt")
         318
     """
+    return _load_backbone_weights(resnet, path, allow_partial)[0]
+
+
+def _load_backbone_weights(
+    resnet: torchvision.models.ResNet, path: str | Path, allow_partial: bool
+) -> tuple[int, list[str], list[str]]:
+    """:func:`load_backbone_weights`, also returning the missing and unexpected keys."""
     path = Path(path)
     expected = (
         "Expected backbone.pt as the pre-training recipes write it: a torchvision ResNet-50 "
@@ -324,25 +340,24 @@ def load_backbone_weights(resnet: torchvision.models.ResNet, path: str | Path) -
             "model.cifar_stem=true), but detection needs the ImageNet stem (7x7 stride-2 conv1 "
             "and max-pool) at 800 px. Pre-train with model.cifar_stem=false."
         )
+    # Imported here, not at the top: lightly_amix pulls in Lightning (seconds), which the
+    # fine-tuning does not otherwise need.
+    from lightly_amix.checkpoints import load_state_dict_strict
+
     try:
-        missing, unexpected = resnet.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[1:3]
-        raise FinetuneError(
-            f"--weights: {path} does not fit a ResNet-50 ({' '.join(s.strip() for s in first)}). "
-            f"{expected}"
-        ) from None
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise FinetuneError(
-            f"--weights: {path} does not match a ResNet-50: {'; '.join(parts)} keys. {expected}"
+        missing, unexpected = load_state_dict_strict(
+            resnet,
+            state,
+            f"--weights: {path}",
+            allow_partial=allow_partial,
+            ignore=("fc.",),
+            expected="backbone.pt as the pre-training recipes write it: a torchvision ResNet-50 "
+            "state_dict without fc (e.g. recipes/pretrain_imagenet.py --backbone resnet50)",
+            model="a ResNet-50",
         )
-    return len(state)
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from None
+    return len(state) - len(unexpected), missing, unexpected
 
 
 class InfiniteSampler(Sampler[int]):
@@ -534,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
         "head (detectron2: 512)")  # fmt: skip
     add("--print-every", type=int, default=20, help="print losses every N iterations")
     add("--seed", type=int, default=0)
+    add("--allow-partial", action="store_true", help="load a checkpoint that lacks some weights, "
+        "keeping the model's initial values for them (not recommended)")  # fmt: skip
     return parser
 
 
@@ -598,9 +615,13 @@ def run(args: argparse.Namespace) -> None:
         "Note: no --weights given: the ResNet-50 starts from random initialisation "
         "(torchvision's); the paper's numbers need pre-trained weights (backbone.pt)."
     )
+    partial_weights = False
     if args.weights:
-        n = load_backbone_weights(resnet, args.weights)
+        n, missing, unexpected = _load_backbone_weights(resnet, args.weights, args.allow_partial)
+        partial_weights = bool(missing or unexpected)
         weights_note = f"Weights: {n} tensors from {args.weights} into the ResNet-50 (trunk, res5)"
+        if missing:
+            weights_note += f"; {len(missing)} missing keep torchvision's initialisation"
     try:
         train_set = VOCDetection(
             args.data_root,
@@ -715,6 +736,7 @@ def run(args: argparse.Namespace) -> None:
     )
     summary.update(
         test_set=f"{args.test_set[0]}:{args.test_set[1]}",
+        partial_weights=partial_weights,
         metric="VOC07 11-point" if use_07_metric else "area",
         per_class=metrics["per_class"],
         num_ground_truth=metrics["num_ground_truth"],

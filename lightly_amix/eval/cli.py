@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +59,17 @@ def _parser(kind: str) -> argparse.ArgumentParser:
     add("--output-dir", help="default: an 'eval' folder beside the checkpoint")
     add("--image-size", type=int, help="default: the data set's")
     add("--compare", nargs="+", metavar="DIR", help="print the results table of these folders")
+    add("--allow-partial", action="store_true", help="load a checkpoint that lacks some weights, "
+        "keeping the model's initial values for them (not recommended)")  # fmt: skip
     return parser
+
+
+def _cap_num_workers(args: argparse.Namespace) -> None:
+    """Lowers ``--num-workers`` to the CPU cores this process may use, saying so."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cpus and args.num_workers > cpus:
+        print(f"--num-workers {args.num_workers} > {cpus} CPUs here: using {cpus}.")
+        args.num_workers = cpus
 
 
 def _device(accelerator: str) -> torch.device:
@@ -72,13 +83,18 @@ def _num_classes(dataset: Any, labels: torch.Tensor) -> int:
     return len(classes) if classes else int(labels.max()) + 1
 
 
+def _eval_name(name: str, result: dict[str, Any]) -> str:
+    """The table's eval column: ``knn`` or ``linear``, marked when weights were partial."""
+    return f"{name} (partial weights)" if result.get("partial") else name
+
+
 def _write(result: dict[str, Any], output_dir: Path, name: str) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{name}.json").write_text(json.dumps(result, indent=2))
     row = (
         f"| {result['method']} | {result['dataset']} | {result['backbone']} | "
-        f"{result['epochs'] if result['epochs'] is not None else '?'} | {name} | "
-        f"{result['top1']:.2f} | {result['top5']:.2f} |"
+        f"{result['epochs'] if result['epochs'] is not None else '?'} | "
+        f"{_eval_name(name, result)} | {result['top1']:.2f} | {result['top5']:.2f} |"
     )
     results = output_dir / "results.md"
     if not results.exists():
@@ -100,8 +116,8 @@ def compare(folders: Sequence[str]) -> int:
             r = json.loads(file.read_text())
             epochs = r["epochs"] if r["epochs"] is not None else "?"
             rows.append(
-                f"| {r['method']} | {r['dataset']} | {r['backbone']} | {epochs} | {file.stem} | "
-                f"{r['top1']:.2f} | {r['top5']:.2f} |"
+                f"| {r['method']} | {r['dataset']} | {r['backbone']} | {epochs} | "
+                f"{_eval_name(file.stem, r)} | {r['top1']:.2f} | {r['top5']:.2f} |"
             )
     print("\n".join(rows))
     return 0
@@ -110,7 +126,7 @@ def compare(folders: Sequence[str]) -> int:
 def _setup(args: argparse.Namespace) -> tuple[nn.Module, EncoderInfo, Any, Any, int, Path]:
     if not args.checkpoint or not args.data_root:
         raise ValueError("--checkpoint and --data-root are required (or use --compare).")
-    encoder, info = load_encoder(args.checkpoint)
+    encoder, info = load_encoder(args.checkpoint, allow_partial=args.allow_partial)
     size = args.image_size or default_image_size(args.dataset)
     resize = 256 if args.dataset == "imagenet" and size == 224 else None
     transform = eval_transform(size, resize=resize)
@@ -141,6 +157,7 @@ def knn_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compare:
         return compare(args.compare)
+    _cap_num_workers(args)
     try:
         encoder, info, train, test, _, output = _setup(args)
         train_f, train_y, test_f, test_y = _features(args, encoder, train, test)
@@ -170,6 +187,7 @@ def linear_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.compare:
         return compare(args.compare)
+    _cap_num_workers(args)
     lr = args.lr if args.lr is not None else (30.0 if args.dataset == "imagenet" else 0.1)
     try:
         encoder, info, train, test, size, output = _setup(args)

@@ -16,8 +16,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lightly_amix.checkpoints import backbone_from_checkpoint, load_checkpoint
-from lightly_amix.config import uses_pseudo_labels
+from lightly_amix.checkpoints import (
+    backbone_from_checkpoint_with_report,
+    load_checkpoint,
+    load_state_dict_strict,
+    method_from_hparams,
+)
 from lightly_amix.models.backbones import ResNetBackbone
 
 
@@ -29,33 +33,47 @@ class EncoderInfo:
     backbone: str
     epochs: int | None
     source: str
-
-
-def _method_from_hparams(hparams: dict) -> str:
-    if "mix_block" in hparams:
-        block_loss = hparams.get("mixing", {}).get("block_loss", "")
-        return "amix-c" if block_loss and uses_pseudo_labels(block_loss) else "amix-i"
-    return str(hparams.get("mixup") or "mocov2")
+    partial: bool = False
+    """Whether some weights were missing or unexpected and left out (``--allow-partial``)."""
 
 
 def _architecture(state: dict[str, Tensor]) -> tuple[str, bool]:
     """(resnet name, cifar stem) from a torchvision ResNet state_dict."""
-    if "conv1.weight" not in state or "layer4.0.conv1.weight" not in state:
+    if "conv1.weight" not in state or not any(str(k).startswith("layer") for k in state):
         raise ValueError(
-            "Not a torchvision ResNet state_dict (no conv1.weight / layer4 keys); expected a "
+            "Not a torchvision ResNet state_dict (no conv1.weight / layer<N> keys); expected a "
             "backbone.pt written by recipes/pretrain_*.py."
         )
     cifar = tuple(state["conv1.weight"].shape[-2:]) == (3, 3)
-    if "layer1.0.conv3.weight" in state:
+    if any(str(k).endswith(".conv3.weight") for k in state):  # Bottleneck blocks
         return "resnet50", cifar
-    return ("resnet34" if "layer2.3.conv1.weight" in state else "resnet18"), cifar
+    # Any stage with more blocks than ResNet-18's (2 each) tells a ResNet-34 (3-4-6-3), even
+    # when other stages are missing from the file.
+    deeper = ("layer1.2.conv1.weight", "layer2.2.conv1.weight", "layer3.2.conv1.weight",
+              "layer4.2.conv1.weight")  # fmt: skip
+    return ("resnet34" if any(k in state for k in deeper) else "resnet18"), cifar
 
 
-def load_encoder(path: str | Path) -> tuple[ResNetBackbone, EncoderInfo]:
+def load_encoder(
+    path: str | Path, allow_partial: bool = False
+) -> tuple[ResNetBackbone, EncoderInfo]:
     """The query encoder of a ``last.ckpt``, or a ``backbone.pt`` (architecture inferred).
 
     For a ``backbone.pt`` the method and epochs are read from the ``config.yaml`` that the
-    recipe writes beside it, when present.
+    recipe writes beside it, when present. Every tensor of the ResNet must be in the file with
+    its shape, and nothing else (a classifier ``fc.*`` in a ``backbone.pt`` is ignored).
+
+    Args:
+        path: ``last.ckpt`` or ``backbone.pt`` of a pre-training run.
+        allow_partial: Load the matching tensors of a file that lacks some (or has extra ones),
+            keeping the model's initial values for the rest, print one ``warning:`` line and
+            set ``EncoderInfo.partial``; not recommended (the ``--allow-partial`` flag).
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not a checkpoint or ResNet state_dict, or its weights do not
+            match the ResNet (missing, unexpected or wrong-shape tensors, all counted and the
+            first ones listed).
     """
     path = Path(path)
     if not path.is_file():
@@ -63,16 +81,28 @@ def load_encoder(path: str | Path) -> tuple[ResNetBackbone, EncoderInfo]:
     if path.suffix == ".ckpt":
         ckpt = load_checkpoint(path)
         hparams = ckpt["hyper_parameters"]
-        encoder = backbone_from_checkpoint(ckpt, "backbone.")
+        encoder, missing, unexpected = backbone_from_checkpoint_with_report(
+            ckpt, "backbone.", allow_partial=allow_partial, source=f"'{path}'"
+        )
         done = int(ckpt.get("epoch", -1)) + 1
-        info = EncoderInfo(_method_from_hparams(hparams), encoder.name, done, str(path))
+        info = EncoderInfo(method_from_hparams(hparams), encoder.name, done, str(path),
+                           partial=bool(missing or unexpected))  # fmt: skip
         return encoder.eval(), info
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' does not hold a state_dict.")
     name, cifar = _architecture(state)
     encoder = ResNetBackbone(name, cifar_stem=cifar)
-    encoder.resnet.load_state_dict(state, strict=False)
+    missing, unexpected = load_state_dict_strict(
+        encoder.resnet,
+        state,
+        f"'{path}'",
+        allow_partial=allow_partial,
+        ignore=("fc.",),
+        expected=f"a complete backbone.pt as recipes/pretrain_*.py writes it (every tensor of "
+        f"the {name} but fc; the architecture was inferred from the file's keys)",
+        model=f"a {name}{' (CIFAR stem)' if cifar else ''}",
+    )
     method: str = "?"
     epochs: int | None = None
     config = path.parent / "config.yaml"
@@ -80,7 +110,8 @@ def load_encoder(path: str | Path) -> tuple[ResNetBackbone, EncoderInfo]:
         saved = yaml.safe_load(config.read_text()) or {}
         method = saved.get("method", "?")
         epochs = saved.get("trainer", {}).get("epochs")
-    return encoder.eval(), EncoderInfo(method, name, epochs, str(path))
+    partial = bool(missing or unexpected)
+    return encoder.eval(), EncoderInfo(method, name, epochs, str(path), partial=partial)
 
 
 @torch.no_grad()

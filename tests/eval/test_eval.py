@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightly_amix.cli import pretrain_main
 from lightly_amix.eval import MoCoLinearClassifier, knn_accuracy, load_encoder
+from lightly_amix.eval.cli import _cap_num_workers, knn_main
 from lightly_amix.models.backbones import ResNetBackbone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,3 +120,61 @@ def test_knn_monitor_logs_during_pretraining(fake_stl10: Path, tmp_path: Path) -
     top1 = [r.split(",")[header.index("knn/top1")] for r in rows[1:]]
     values = [float(v) for v in top1 if v]
     assert len(values) == 2 and all(0.0 <= v <= 100.0 for v in values)  # one per epoch
+
+
+def test_partial_backbone_is_refused_unless_allow_partial(
+    fake_stl10: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = ResNetBackbone("resnet18", cifar_stem=True).export_state_dict()
+    assert len(state) == 120
+    weights = tmp_path / "backbone.pt"
+    torch.save(
+        {k: v for k, v in state.items() if not k.startswith(("layer2.", "layer3."))}, weights
+    )
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(weights), "--data-root", str(fake_stl10), "--image-size", "32",
+            "--k", "5", "--accelerator", "cpu", "--num-workers", "0",
+            "--output-dir", str(out)]  # fmt: skip
+
+    assert knn_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: '{weights}' does not match a resnet18")
+    assert "60 of its 120 tensors are missing (layer2.0.conv1.weight, " in err
+    assert "... and 52 more" in err and "pass --allow-partial" in err
+    assert not out.exists()  # no result row
+
+    assert knn_main([*args, "--allow-partial"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: " in captured.err and "60 missing tensors keep" in captured.err
+    assert "| knn (partial weights) |" in captured.out
+    result = json.loads((out / "knn.json").read_text())
+    assert result["partial"] is True and result["backbone"] == "resnet18"
+
+
+def test_partial_last_ckpt_is_refused_by_load_encoder(tmp_path: Path) -> None:
+    backbone = ResNetBackbone("resnet18", cifar_stem=True)
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()
+             if not k.startswith("resnet.layer4.")}  # fmt: skip
+    model = {"backbone": "resnet18", "cifar_stem": True}
+    torch.save({"state_dict": state, "hyper_parameters": {"model": model}}, tmp_path / "last.ckpt")
+    expected = (
+        r"\('backbone\.\*'\) does not match a resnet18 .*30 of its 120 tensors are missing "
+        r"\(resnet\.layer4\.0\.conv1\.weight"
+    )
+    with pytest.raises(ValueError, match=expected):
+        load_encoder(tmp_path / "last.ckpt")
+    _, info = load_encoder(tmp_path / "last.ckpt", allow_partial=True)
+    assert info.partial is True
+
+
+def test_num_workers_is_capped_at_the_cpus(capsys: pytest.CaptureFixture[str]) -> None:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cpus
+    args = argparse.Namespace(num_workers=cpus + 7)
+    _cap_num_workers(args)
+    assert args.num_workers == cpus
+    assert (
+        capsys.readouterr().out == f"--num-workers {cpus + 7} > {cpus} CPUs here: using {cpus}.\n"
+    )
+    _cap_num_workers(args)
+    assert capsys.readouterr().out == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import subprocess
 import sys
 from pathlib import Path
@@ -77,9 +78,15 @@ def test_help_explains_the_flags(tmp_path: Path) -> None:
     [
         (["--data-root", "{tmp}/nowhere"], "--download"),
         (["--set", "model.colour=red"], "Valid keys in model: backbone, bn_splits, cifar_stem"),
-        (["--resume", "{tmp}/missing.ckpt"], "no such checkpoint"),
+        (["--resume", "{tmp}/missing.ckpt"], "missing.ckpt: it does not exist"),
         (["--devices", "two"], "Invalid devices 'two'"),
-        (["--batch-size", "64"], "fewer than one batch"),
+        (["--batch-size", "64", "--queue-size", "64"], "fewer than one batch"),
+        (["--queue-size", "3"], "model.queue_size 3 is smaller than one batch of keys"),
+        (["--precision", "fp8"], "Invalid trainer.precision 'fp8'. Expected one of: 32-true"),
+        (["--accelerator", "tpu"], "these trainer settings do not work here (--accelerator tpu"),
+        (["--output-dir", "{tmp}/afile"], "is a file, not a folder"),
+        (["--output-dir", "/proc/lightly_amix_x"], "cannot be created"),
+        (["--config", "{tmp}/bad.yaml"], "bad.yaml' is not valid YAML at line 3, column 8"),
         (["--output-dir", "{tmp}/used"], "already holds last.ckpt from an earlier run"),
     ],
 )
@@ -92,12 +99,16 @@ def test_bad_input_exits_with_a_clear_message(
 ) -> None:
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "bad.yaml").write_text("model:\n  queue_size: [16\ntrainer: {}\n")
     argv = ["--data-root", str(fake_stl10), "--output-dir", str(tmp_path / "out"), *FAST]
     argv += [a.replace("{tmp}", str(tmp_path)) for a in args]
     code = pretrain_main(argv, dataset="stl10", config_dir=REPO / "recipes" / "configs")
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1  # one line
+    assert not (tmp_path / "out").exists()  # nothing written, not even config.yaml
 
 
 def _fit(root: Path, out: Path, epochs: int, *extra: str, callbacks: tuple = ()) -> None:
@@ -124,8 +135,8 @@ AMIX_C = ["--method", "amix-c", "--set", "odc.num_clusters=4", "--set", "odc.min
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "method",
-    [[], AMIX_C, ["--set", "data.augment_on=device"]],
-    ids=["mocov2", "amix-c", "mocov2-device-augment"],
+    [[], AMIX_C],
+    ids=["mocov2", "amix-c"],  # mid-epoch kills, workers and device views: tests/test_faults.py
 )
 def test_resume_gives_the_same_weights_queue_and_optimizer(
     method: list[str], fake_stl10: Path, tmp_path: Path
@@ -274,3 +285,24 @@ def test_device_augmentation_under_bf16_mixed_precision(fake_stl10: Path, tmp_pa
         torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
     )
     assert record.batches[0][0][0].dtype == torch.float32
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused(
+    fake_stl10: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    original = Path.write_bytes
+
+    def read_only(self: Path, data: bytes) -> int:  # as on a read-only mount
+        if self.name.startswith(".write-test."):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return original(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    (tmp_path / "mounted").mkdir()
+    argv = ["--data-root", str(fake_stl10), "--output-dir", str(tmp_path / "mounted"), *FAST]
+    assert pretrain_main(argv, dataset="stl10", config_dir=REPO / "recipes" / "configs") == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --output-dir {tmp_path / 'mounted'} is not writable (Read-only file system); "
+        "choose another folder, or fix its permissions / remount it read-write.\n"
+    )

@@ -182,8 +182,36 @@ def test_wide_and_grouped_resnet50_variants_are_refused_by_shape() -> None:
 def test_missing_keys_are_listed() -> None:
     state = resnet50_backbone_state()
     del state["layer4.2.bn3.bias"]
-    with pytest.raises(ConversionError, match=r"missing: layer4\.2\.bn3\.bias"):
+    with pytest.raises(
+        ConversionError, match=r"1 of its 265 tensors is missing \(layer4\.2\.bn3\.bias\)"
+    ):
         convert(state)
+
+
+def test_partial_resnet50_is_refused_unless_allow_partial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = resnet50_backbone_state()
+    kept = {k: v for k, v in state.items() if not k.startswith(("layer2.", "layer3."))}
+    torch.save(kept, tmp_path / "backbone.pt")
+    out = tmp_path / "r50.pkl"
+
+    code, _, stderr = run_main(capsys, tmp_path / "backbone.pt", out)
+    assert code == 2 and not out.exists()
+    assert stderr.startswith(
+        f"convert_to_detectron2.py: error: '{tmp_path / 'backbone.pt'}' does not match a "
+        "ResNet-50: 160 of its 265 tensors are missing (layer2.0.conv1.weight, "
+    )
+    assert "... and 152 more). Expected a complete ResNet-50" in stderr
+    assert "or pass --allow-partial to load the 105 matching tensors anyway" in stderr
+
+    code, stdout, stderr = run_main(capsys, tmp_path / "backbone.pt", out, "--allow-partial")
+    assert code == 0, stderr
+    assert stderr.startswith("warning: ") and "160 missing ResNet-50 tensor(s) left out" in stderr
+    with open(out, "rb") as f:
+        weights = pickle.load(f)["model"]
+    assert len(weights) == 105 and "res3.0.conv1.weight" not in weights
+    assert "Wrote 105 tensors" in stdout
 
 
 # --- the command line on hand-made files ---------------------------------------------------------

@@ -162,12 +162,13 @@ def test_bad_weights_files(
         "list.pt": ([1, 2, 3], "not a dict of tensors"),
         "missing.pt": (
             {k: v for k, v in state.items() if k != "layer4.2.bn3.running_var"},
-            "1 missing (e.g. layer4.2.bn3.running_var)",
+            "1 of its 318 tensors is missing (layer4.2.bn3.running_var)",
         ),  # fmt: skip
-        "extra.pt": ({**state, "head.weight": torch.zeros(2)}, "1 unexpected (e.g. head.weight)"),
+        "extra.pt": ({**state, "head.weight": torch.zeros(2)}, "1 unexpected key (head.weight)"),
         "shape.pt": (
             {**state, "layer4.0.conv1.weight": torch.zeros(512, 1024, 3, 3)},
-            "does not fit a ResNet-50",
+            "1 tensor of the wrong shape (layer4.0.conv1.weight: (512, 1024, 3, 3) in the file, "
+            "(512, 1024, 1, 1) in the model)",
         ),  # fmt: skip
     }
     for name, (content, message) in cases.items():
@@ -184,6 +185,31 @@ def test_bad_weights_files(
     resnet = torchvision.models.resnet50()
     torch.save(resnet.state_dict(), tmp_path / "with_fc.pt")
     assert load_backbone_weights(torchvision.models.resnet50(), tmp_path / "with_fc.pt") == 318
+
+
+def test_partial_weights_are_refused_unless_allow_partial(
+    voc_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    resnet = torchvision.models.resnet50()
+    state = resnet_state_without_fc(resnet)
+    path = tmp_path / "partial.pt"
+    torch.save({k: v for k, v in state.items() if not k.startswith(("layer2.", "layer3."))}, path)
+
+    err = _weights_error(voc_root, path, capsys)
+    assert err.count("\n") == 1
+    assert err.startswith(f"error: --weights: {path} does not match a ResNet-50: 192 of its 318 "
+                          "tensors are missing (layer2.0.conv1.weight, ")  # fmt: skip
+    assert "... and 184 more). Expected backbone.pt as the pre-training recipes write it" in err
+    assert "or pass --allow-partial to load the 126 matching tensors anyway" in err
+    assert not (tmp_path / "out").exists()
+
+    target = torchvision.models.resnet50()
+    assert load_backbone_weights(target, path, allow_partial=True) == 126
+    assert torch.equal(target.layer4[2].conv3.weight, resnet.layer4[2].conv3.weight)
+    assert "warning: --weights: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--allow-partial" in capsys.readouterr().out
 
 
 def test_data_and_output_errors_exit_2(
