@@ -32,10 +32,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightly_amix.cli import build_model
 from lightly_amix.config import load_config
 from lightly_amix.data import STL10Binary, build_pretrain_dataset
-from lightly_amix.training import PretrainDataModule
+from lightly_amix.data.datamodule import PretrainDataModule
+from lightly_amix.models.factory import build_model
 
 
 def write_synthetic_stl10(root: Path, n_images: int, seed: int = 0) -> None:

@@ -2,10 +2,11 @@
 """A small real-data accuracy benchmark on Fashion-MNIST: equal budget per method.
 
 Every method pre-trains with the same backbone, epochs, batch and MoCo hyper-parameters (the
-recipe's ``recipes/configs/fashion_mnist_<method>.yaml`` plus ``--set`` overrides shared by all
-methods) on a class-balanced subset of the training split, written as real idx files. Then
-the backbone's pooled features are evaluated on the test split: weighted kNN (k = 200 and
-k = 20, t = 0.1; the bank is the pre-training subset) and a linear probe on cached features.
+recipe's ``recipes/configs/fashion_mnist.yaml`` + ``methods/<method>.yaml`` plus ``--set``
+overrides shared by all methods) on a class-balanced subset of the training split, written as
+real idx files. Then the backbone's pooled features are evaluated on the test split: weighted
+kNN (k = 200 and k = 20, t = 0.1; the bank is the pre-training subset) and a linear probe on
+cached features.
 Two reference rows calibrate the table: kNN on raw pixels, and a randomly initialised encoder.
 
 Each run's result is saved as ``<output-dir>/<method>_seed<s>.json``; runs that already have

@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightly_amix.cli import build_model
 from lightly_amix.config import load_config
+from lightly_amix.data.datamodule import PretrainDataModule
 from lightly_amix.models.base import MomentumContrastMethod
-from lightly_amix.training import PretrainDataModule
+from lightly_amix.models.factory import build_model
 
 
 class RandomViews(Dataset):

@@ -48,8 +48,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def method_from_hparams(hparams: Mapping[str, Any]) -> str:
-    """The ``--method`` of a checkpoint, from its hyper-parameters (for files that do not
-    record it: the recipes store it under ``lightly_amix_run``)."""
+    """The ``--method`` of a checkpoint, from its hyper-parameters.
+
+    :func:`lightly_amix.models.factory.build_model` records it as ``hparams["method"]``;
+    checkpoints of earlier versions are recognised by their other hyper-parameters.
+    """
+    if "method" in hparams:
+        return str(hparams["method"])
     if "mix_block" in hparams:
         block_loss = hparams.get("mixing", {}).get("block_loss", "")
         return "amix-c" if block_loss and uses_pseudo_labels(block_loss) else "amix-i"

@@ -9,7 +9,8 @@ Precedence, lowest first: dataclass defaults < YAML file (``--config``) < comman
 (``--epochs``, ...) < ``--set key=value``.
 
 Examples:
-    >>> cfg = load_config("recipes/configs/stl10_mocov2.yaml", overrides=["trainer.epochs=1"])
+    >>> cfg = load_config(["recipes/configs/stl10.yaml", "recipes/configs/methods/amix-i.yaml"],
+    ...                   overrides=["trainer.epochs=1"])
     >>> cfg.model.queue_size
     65536
 """
@@ -17,7 +18,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from lightly_amix.mixing.block_losses import BLOCK_LOSSES, PSEUDO_LABEL_TERMS
 from lightly_amix.mixing.mix_block import MixBlockConfig
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -33,7 +35,7 @@ FIXED_MIXUPS = ("mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifold
 METHODS = ("mocov2", "amix-i", "amix-c", *FIXED_MIXUPS)
 PIPELINES = ("cross-view", "reference")
 BLOCK_FEATURES = ("momentum", "online")
-BLOCK_LOSS_TERMS = ("bce", "infonce", "infonce_pl", "ce_pl", "pbce")
+BLOCK_LOSS_TERMS = tuple(BLOCK_LOSSES)
 MOMENTUM_SCHEDULES = ("constant", "cosine")
 
 
@@ -77,7 +79,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone and MoCo v2 settings (paper §4.1; spec §6).
+    """Backbone and MoCo v2 settings (paper §4.2; MoCo v2, Chen et al. 2020).
 
     Attributes:
         backbone: torchvision ResNet name.
@@ -176,7 +178,7 @@ class TrainerConfig:
 
 @dataclass
 class MixingConfig:
-    """Mixup settings of the AMix family and the fixed-mixup baselines (paper §3; spec §2–§3).
+    """Mixup settings of the AMix family and the fixed-mixup baselines (paper §2.2, §3).
 
     Attributes:
         alpha: λ ~ Beta(α, α) for the backbone's and the Mix Block's samples (paper: 2).
@@ -208,7 +210,7 @@ class MixingConfig:
 
 @dataclass
 class ODCConfig:
-    """Online deep clustering for AMix-C's pseudo-labels (spec §4).
+    """Online deep clustering for AMix-C's pseudo-labels (paper §3.3; Zhan et al., CVPR 2020).
 
     Attributes:
         num_clusters: K (paper: 200). Lowered with a warning when the data set is too small
@@ -286,7 +288,7 @@ def _read_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise ValueError(
             f"Config file '{path}' is not a text file; expected a YAML config such as "
-            "recipes/configs/stl10_mocov2.yaml."
+            "recipes/configs/stl10.yaml."
         ) from None
 
 
@@ -308,17 +310,46 @@ def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
         ) from None
 
 
+def recipe_config_files(
+    config_dir: str | Path, dataset: str, method: str
+) -> tuple[list[Path], dict[str, Any]]:
+    """The config files a recipe merges, and the defaults they build on.
+
+    Each data set has one base file (``<dataset>.yaml``: data, model, optimiser, trainer) and
+    each method one overlay (``methods/<method>.yaml``: the method and its mixing, Mix Block
+    and clustering settings); the output folder defaults to ``out/<dataset>_<method>``.
+
+    Examples:
+        >>> files, defaults = recipe_config_files("recipes/configs", "stl10", "amix-i")
+        >>> [str(f) for f in files], defaults
+        (['recipes/configs/stl10.yaml', 'recipes/configs/methods/amix-i.yaml'], \
+{'trainer.output_dir': 'out/stl10_amix_i'})
+    """
+    slug = dataset.replace("-", "_")
+    files = [Path(config_dir) / f"{slug}.yaml", Path(config_dir) / "methods" / f"{method}.yaml"]
+    return files, {"trainer.output_dir": f"out/{slug}_{method.replace('-', '_')}"}
+
+
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Sequence[str | Path] | None = None,
     overrides: Iterable[str] = (),
     flags: Mapping[str, Any] | None = None,
-) -> PretrainConfig:
-    """Builds a validated :class:`PretrainConfig`.
+    defaults: Mapping[str, Any] | None = None,
+    schema: type[Any] = PretrainConfig,
+    check: Callable[[Any], None] | None = None,
+) -> Any:
+    """Builds a validated :class:`PretrainConfig` (or another ``schema``).
 
     Args:
-        path: YAML file whose nested keys mirror the dataclasses (optional).
+        path: YAML file(s) whose nested keys mirror the dataclasses, merged in order
+            (optional).
         overrides: ``key=value`` strings with dotted keys, applied last.
         flags: Dotted key -> value pairs from command-line flags; ``None`` values are ignored.
+        defaults: Dotted key -> value pairs applied before the files (e.g. a recipe's
+            default output folder).
+        schema: The config dataclass (default :class:`PretrainConfig`).
+        check: Validation of the built config (default :func:`validate` for
+            :class:`PretrainConfig`).
 
     Returns:
         The merged and validated config.
@@ -332,17 +363,20 @@ def load_config(
         >>> cfg.model.backbone
         'resnet50'
     """
-    merged = OmegaConf.structured(PretrainConfig)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Config file '{path}' does not exist.")
-        data = _read_yaml(path)
+    merged = OmegaConf.structured(schema)
+    if defaults:
+        given = [f"{key}={_yaml_scalar(value)}" for key, value in defaults.items()]
+        merged = _merge(merged, OmegaConf.from_dotlist(given), "recipe defaults")
+    paths = [] if path is None else [path] if isinstance(path, str | Path) else list(path)
+    for file in map(Path, paths):
+        if not file.is_file():
+            raise FileNotFoundError(f"Config file '{file}' does not exist.")
+        data = _read_yaml(file)
         if not isinstance(data, dict):
             raise ValueError(
-                f"Config file '{path}' must hold a mapping, got {type(data).__name__}."
+                f"Config file '{file}' must hold a mapping, got {type(data).__name__}."
             )
-        merged = _merge(merged, data, f"config file '{path}'")
+        merged = _merge(merged, data, f"config file '{file}'")
     if flags:
         given = [
             f"{key}={_yaml_scalar(value)}" for key, value in flags.items() if value is not None
@@ -350,8 +384,8 @@ def load_config(
         merged = _merge(merged, OmegaConf.from_dotlist(given), "command-line flags")
     merged = _merge(merged, _parse_overrides(overrides), "--set overrides")
     cfg = OmegaConf.to_object(merged)
-    assert isinstance(cfg, PretrainConfig)
-    validate(cfg)
+    assert isinstance(cfg, schema)
+    (check or (validate if schema is PretrainConfig else None) or (lambda _: None))(cfg)
     return cfg
 
 
@@ -371,6 +405,24 @@ def _positive(value: float | int, key: str, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"Invalid {key} {value}: expected a number {bound}.")
+
+
+def validate_trainer(t: TrainerConfig) -> None:
+    """Checks the ``trainer`` section (shared by pre-training and classification)."""
+    _positive(t.epochs, "trainer.epochs")
+    _positive(t.batch_size, "trainer.batch_size")
+    _positive(t.keep_every, "trainer.keep_every")
+    _positive(t.checkpoint_every_minutes, "trainer.checkpoint_every_minutes", True)
+    _positive(t.checkpoint_every_n_steps, "trainer.checkpoint_every_n_steps", True)
+    _positive(t.log_every_n_steps, "trainer.log_every_n_steps")
+    if t.limit_batches is not None:
+        _positive(t.limit_batches, "trainer.limit_batches")
+    if str(t.precision) not in PRECISIONS:
+        raise ValueError(
+            f"Invalid trainer.precision '{t.precision}'. Expected one of: "
+            f"{', '.join(PRECISIONS[:6])} (32-true is exact; bf16-mixed is the fast choice on "
+            "recent GPUs and AVX-512 CPUs). fp8 and transformer-engine are not supported here."
+        )
 
 
 def validate(cfg: PretrainConfig) -> None:
@@ -408,17 +460,7 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.optim.base_lr, "optim.base_lr")
     _positive(cfg.optim.weight_decay, "optim.weight_decay", allow_zero=True)
     _positive(cfg.optim.warmup_epochs, "optim.warmup_epochs", allow_zero=True)
-    _positive(cfg.trainer.epochs, "trainer.epochs")
-    _positive(cfg.trainer.batch_size, "trainer.batch_size")
-    _positive(cfg.trainer.keep_every, "trainer.keep_every")
-    _positive(cfg.trainer.checkpoint_every_minutes, "trainer.checkpoint_every_minutes", True)
-    _positive(cfg.trainer.checkpoint_every_n_steps, "trainer.checkpoint_every_n_steps", True)
-    if str(cfg.trainer.precision) not in PRECISIONS:
-        raise ValueError(
-            f"Invalid trainer.precision '{cfg.trainer.precision}'. Expected one of: "
-            f"{', '.join(PRECISIONS[:6])} (32-true is exact; bf16-mixed is the fast choice on "
-            "recent GPUs and AVX-512 CPUs). fp8 and transformer-engine are not supported here."
-        )
+    validate_trainer(cfg.trainer)
     if cfg.model.queue_size < cfg.trainer.batch_size:
         raise ValueError(
             f"model.queue_size {cfg.model.queue_size} is smaller than one batch of keys "
@@ -427,9 +469,6 @@ def validate(cfg: PretrainConfig) -> None:
             f"best a multiple of it (e.g. {cfg.trainer.batch_size * 8}; MoCo v2: 65536)."
         )
     _positive(cfg.trainer.knn_every_n_epochs, "trainer.knn_every_n_epochs", allow_zero=True)
-    _positive(cfg.trainer.log_every_n_steps, "trainer.log_every_n_steps")
-    if cfg.trainer.limit_batches is not None:
-        _positive(cfg.trainer.limit_batches, "trainer.limit_batches")
     _choice(cfg.mixing.pipeline, PIPELINES, "mixing.pipeline")
     _choice(cfg.mixing.block_features, BLOCK_FEATURES, "mixing.block_features")
     for term in block_loss_terms(cfg.mixing.block_loss):
@@ -465,7 +504,7 @@ def block_loss_terms(spec: str) -> list[str]:
 
 def uses_pseudo_labels(spec: str) -> bool:
     """Whether a Mix Block loss needs ODC pseudo-labels."""
-    return any(term.endswith("_pl") or term == "pbce" for term in block_loss_terms(spec))
+    return any(term in PSEUDO_LABEL_TERMS for term in block_loss_terms(spec))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

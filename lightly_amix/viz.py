@@ -209,7 +209,8 @@ class MixupGridCallback(pl.Callback):
             or not trainer.is_global_zero
         ):
             return
-        views = batch[0][0]  # query views (N, 3, H, W), normalised
+        # Pre-training batches start with the two views, classification batches with images.
+        views = batch[0] if isinstance(batch[0], Tensor) else batch[0][0]  # (N, 3, H, W)
         p = min(self.num_pairs, views.shape[0] // 2)
         if p == 0:
             return

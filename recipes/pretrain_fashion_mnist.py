@@ -2,7 +2,7 @@
 """Self-supervised pre-training on Fashion-MNIST (28 px, offline small runs).
 
 Run `python recipes/pretrain_fashion_mnist.py --help` for every option; the defaults are the paper's
-settings in `recipes/configs/fashion_mnist_<method>.yaml`.
+settings in `recipes/configs/fashion_mnist.yaml` + `recipes/configs/methods/<method>.yaml`.
 """
 
 import sys

@@ -2,7 +2,7 @@
 """Self-supervised pre-training on ImageNet-1k or any ImageFolder with train/ and val/ (224 px).
 
 Run `python recipes/pretrain_imagenet.py --help` for every option; the defaults are the paper's
-settings in `recipes/configs/imagenet_<method>.yaml`.
+settings in `recipes/configs/imagenet.yaml` + `recipes/configs/methods/<method>.yaml`.
 """
 
 import sys

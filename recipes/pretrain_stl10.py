@@ -2,7 +2,7 @@
 """Self-supervised pre-training on STL-10 (96 px, train+unlabeled).
 
 Run `python recipes/pretrain_stl10.py --help` for every option; the defaults are the paper's
-settings in `recipes/configs/stl10_<method>.yaml`.
+settings in `recipes/configs/stl10.yaml` + `recipes/configs/methods/<method>.yaml`.
 """
 
 import sys

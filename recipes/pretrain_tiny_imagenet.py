@@ -2,7 +2,7 @@
 """Self-supervised pre-training on Tiny-ImageNet-200 (64 px).
 
 Run `python recipes/pretrain_tiny_imagenet.py --help` for every option; the defaults are the paper's
-settings in `recipes/configs/tiny_imagenet_<method>.yaml`.
+settings in `recipes/configs/tiny_imagenet.yaml` + `recipes/configs/methods/<method>.yaml`.
 """
 
 import sys

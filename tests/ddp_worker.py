@@ -30,7 +30,7 @@ class DumpRankState(pl.Callback):
             extra = {
                 "odc_labels": odc.labels.clone(),
                 "odc_features": odc.features.clone(),
-                "queue_labels": pl_module.queue_labels.clone(),
+                "queue_labels": pl_module.clustering.queue_labels.clone(),
             }
         torch.save(
             {

@@ -1,29 +1,68 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from lightly_amix.config import PretrainConfig, load_config, to_yaml
+from lightly_amix.config import METHODS as CONFIG_METHODS
+from lightly_amix.config import PretrainConfig, load_config, recipe_config_files, to_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path: Path) -> None:
-    cfg = load_config(path)
-    dataset, method = path.stem.rsplit("_", 1)
+DATASETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONFIGS / "methods").glob("*.yaml"))
+
+
+def _recipe(dataset: str, method: str) -> PretrainConfig:
+    files, defaults = recipe_config_files(CONFIGS, dataset.replace("_", "-"), method)
+    return load_config(files, defaults=defaults)
+
+
+def test_one_base_per_data_set_and_one_overlay_per_method() -> None:
+    assert DATASETS == ["fashion_mnist", "imagenet", "stl10", "tiny_imagenet"]
+    assert METHODS == sorted(CONFIG_METHODS)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_data_set_and_method_combine(dataset: str, method: str) -> None:
+    cfg = _recipe(dataset, method)
     assert cfg.method == method
     assert cfg.data.dataset == dataset.replace("_", "-")
+    assert cfg.trainer.output_dir == f"out/{dataset}_{method.replace('-', '_')}"
+    # The data set's base sets no method; the method's overlay sets no data or model.
+    base = yaml.safe_load((CONFIGS / f"{dataset}.yaml").read_text())
+    overlay = yaml.safe_load((CONFIGS / "methods" / f"{method}.yaml").read_text())
+    assert "method" not in base and not {"data", "model", "optim", "trainer"} & set(overlay)
 
 
 def test_paper_defaults_for_stl10() -> None:
-    cfg = load_config(CONFIGS / "stl10_mocov2.yaml")
+    cfg = _recipe("stl10", "mocov2")
     assert (cfg.data.split, cfg.data.image_size) == ("train+unlabeled", 96)
     assert (cfg.model.backbone, cfg.model.cifar_stem) == ("resnet18", False)
     assert (cfg.model.queue_size, cfg.model.temperature, cfg.model.momentum) == (65536, 0.2, 0.999)
     assert (cfg.optim.base_lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.03, 0.9, 1e-4)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (400, 256)
-    tiny = load_config(CONFIGS / "tiny_imagenet_mocov2.yaml")
-    assert (tiny.data.image_size, tiny.model.cifar_stem) == (64, True)
+    # MoCo v2's projection head as the paper's reference code runs it: 512 -> 2048 -> 128.
+    assert (cfg.model.proj_hidden_dim, cfg.model.proj_output_dim) == (2048, 128)
+    tiny = _recipe("tiny_imagenet", "amix-c")
+    assert (tiny.data.image_size, tiny.model.cifar_stem, tiny.model.proj_hidden_dim) == (
+        64,
+        True,
+        2048,
+    )
+    assert (tiny.mixing.block_loss, tiny.odc.num_clusters, tiny.mixing.mix_weight) == (
+        "ce_pl+bce",
+        200,
+        1.0,
+    )
+
+
+def test_fashion_mnist_keeps_its_measured_settings() -> None:
+    """The settings of the runs in benchmarks/RESULTS.md: head 512 wide, mixup weight 0.5."""
+    for method in ("amix-i", "cutmix"):
+        cfg = _recipe("fashion_mnist", method)
+        assert cfg.model.proj_hidden_dim is None and cfg.mixing.mix_weight == 0.5
 
 
 def test_precedence_yaml_then_flags_then_set(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
-CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "stl10_mocov2.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "stl10.yaml"
 BATCH, STEPS = 4, 2
 
 
@@ -63,9 +63,9 @@ def test_two_process_amix_c_shares_permutation_queue_and_pseudo_labels(
     fake_stl10: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "amix"
-    amix_c = CONFIG.with_name("stl10_amix-c.yaml")
+    amix_c = CONFIG.parent / "methods" / "amix-c.yaml"
     odc = ["--set", "odc.num_clusters=4", "--set", "odc.min_cluster_size=4"]
-    result = run_ddp(fake_stl10, out, "--config", str(amix_c), *odc)
+    result = run_ddp(fake_stl10, out, "--config", str(CONFIG), "--config", str(amix_c), *odc)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(out / "rank0.pt", weights_only=False)
     rank1 = torch.load(out / "rank1.pt", weights_only=False)

@@ -6,7 +6,8 @@ VOC07+12 and tested on VOC07 with detectron2 (``transfer/train_net.py``). detect
 and, thanks to ``matching_heuristics``, suffix-matches the names to its own modules (``res5.*``
 lands in ``roi_heads.res5`` for C4). This script writes that file from the query encoder of a
 ``last.ckpt`` (``backbone.resnet.*``; the momentum encoder is ignored) or from a ``backbone.pt``
-(a torchvision ResNet state_dict without ``fc``), renaming torchvision's keys (AMIX.md §7):
+(a torchvision ResNet state_dict without ``fc``), renaming torchvision's keys as MoCo's
+converter does:
 
 =================================  =====================================
 torchvision                        detectron2
@@ -87,9 +88,7 @@ _KNOWN_DEPTHS: dict[tuple[str, tuple[int, ...]], str] = {
     ("bottleneck", (3, 4, 23, 3)): "ResNet-101",
     ("bottleneck", (3, 8, 36, 3)): "ResNet-152",
 }
-_PROTOCOL = (
-    "the R50-C4 detection protocol (AMIX.md §7; MoCo's VOC setup) needs a standard ResNet-50"
-)
+_PROTOCOL = "the R50-C4 detection protocol (MoCo's VOC setup) needs a standard ResNet-50"
 
 
 class ConversionError(ValueError):

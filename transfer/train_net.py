@@ -3,8 +3,8 @@
 This is MoCo's public detection protocol, which the paper follows: a Faster R-CNN with a ResNet-50
 C4 backbone initialised from the converted pre-trained weights (``convert_to_detectron2.py``),
 synchronised BN everywhere (nothing frozen), fine-tuned on VOC07+12 trainval and tested on VOC07
-test (``configs/pascal_voc_R_50_C4_24k_amix.yaml``; AMIX.md §7). The launcher adds two pieces to a
-stock detectron2:
+test (``configs/pascal_voc_R_50_C4_24k_amix.yaml``, MoCo's protocol). The launcher adds two
+pieces to a stock detectron2:
 
 * ``Res5ROIHeadsExtraNorm``: detectron2's ``Res5ROIHeads`` whose res5 head (the C4 box head, fed
   from ``roi_heads.res5`` with the converted ``res5.*`` weights) gets one more norm layer
@@ -13,14 +13,18 @@ stock detectron2:
 * a trainer whose evaluator is ``PascalVOCDetectionEvaluator`` (VOC07 11-point AP50, plus AP
   averaged over IoU 0.50:0.95 and AP75).
 
-detectron2 is imported only inside functions: without it the script prints one line on how to
-install it and exits with code 1 (also for ``--help``). UNTESTED HERE: detectron2 cannot be
-installed in this project's environment, so the detectron2 path of this file has only been written
-against detectron2's public API (``detectron2.engine.DefaultTrainer``, ``default_argument_parser``,
-``default_setup``, ``launch``; ``detectron2.modeling.roi_heads.Res5ROIHeads`` and its
-``_build_res5_block`` class method (detectron2 >= 0.3); ``detectron2.layers.get_norm``;
-``detectron2.evaluation.PascalVOCDetectionEvaluator``; ``detectron2.checkpoint
-.DetectionCheckpointer``), not run. The tests only check the no-detectron2 path.
+detectron2 is imported only inside functions. Without it the script prints one line on how to
+install it and exits with code 1 (also for ``--help``); with a detectron2 that is installed but
+fails to import, one ``error:`` line with the cause and the install hint, exit code 2.
+:func:`load_detectron2` first restores the few names that detectron2 0.5 (the CPU build of
+``transfer/install_detectron2_cpu.sh``) still uses and today's Pillow and numpy removed
+(``PIL.Image.LINEAR``, ``np.int``/``np.float``/``np.str``/``np.object``/``np.bool``) and
+completes the stub ``detectron2._C`` (``get_compiler_version``/``get_cuda_version``, called by
+``collect_env``); it touches nothing when detectron2 is not installed. With that CPU build,
+``tests/transfer/test_detectron2.py`` builds the model from ``configs/``, checks that every
+converted backbone and res5 tensor loads exactly, trains, runs precise BN and the VOC evaluator on
+a tiny VOC tree and re-evaluates with ``--eval-only``. Multi-GPU training (``--num-gpus`` > 1,
+SyncBN across processes) needs a CUDA build of detectron2 and is not run by the tests.
 
 Examples:
     Fine-tune on 8 GPUs (datasets under ``$DETECTRON2_DATASETS``, see transfer/README.md)::
@@ -38,43 +42,201 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+INSTALL_SCRIPT = "transfer/install_detectron2_cpu.sh"
+SOURCE_INSTALL = "python -m pip install 'git+https://github.com/facebookresearch/detectron2.git'"
 INSTALL_HINT = (
-    "transfer/train_net.py needs detectron2, which is not on PyPI: install it from source with "
-    "python -m pip install 'git+https://github.com/facebookresearch/detectron2.git' (it compiles "
-    "against the PyTorch already installed, so it needs a C++ compiler and, for GPU training, "
-    "the CUDA toolkit of the version torch was built with, see torch.version.cuda)"
+    "transfer/train_net.py needs detectron2, which is not on PyPI: for GPU training install it "
+    f"from source with {SOURCE_INSTALL} (it compiles against the PyTorch already installed, so it "
+    "needs a C++ compiler and the CUDA toolkit of the version torch was built with, see "
+    f"torch.version.cuda); on a CPU (tests, pipeline checks) bash {INSTALL_SCRIPT} builds a "
+    "pure-Python detectron2 0.5 into the active environment"
+)
+REINSTALL_HINT = (
+    f"reinstall it for this environment: bash {INSTALL_SCRIPT} --force (CPU build, for tests) or "
+    f"{SOURCE_INSTALL} (GPU training; see transfer/README.md)"
 )
 EXIT_NO_DETECTRON2 = 1
 EXIT_BAD_SETUP = 2
+EXIT_INCOMPATIBLE = 2
 ROI_HEADS_NAME = "Res5ROIHeadsExtraNorm"
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "pascal_voc_R_50_C4_24k_amix.yaml"
 _VOC_NAME = re.compile(r"voc_(?P<year>\d{4})_(?P<split>\w+)")
 
 
-def require_detectron2() -> None:
-    """Exits with code 1 and one line on stderr if detectron2 cannot be imported.
+# Names detectron2 0.5 uses that numpy 1.24 removed (np.bool came back in numpy 2).
+_NUMPY_ALIASES: dict[str, type] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "object": object,
+    "bool": bool,
+}
+_C_EXTENSION_DEFAULTS: dict[str, str] = {
+    "get_compiler_version": "unknown (detectron2._C has no get_compiler_version)",
+    "get_cuda_version": "unknown (detectron2._C has no get_cuda_version)",
+}
+# What train_net uses; importing these up front turns a broken installation into one error.
+_DETECTRON2_MODULES = (
+    "detectron2.config",
+    "detectron2.layers",
+    "detectron2.modeling",
+    "detectron2.checkpoint",
+    "detectron2.data",
+    "detectron2.evaluation",
+    "detectron2.engine",
+)
+
+
+class Detectron2Unavailable(RuntimeError):
+    """detectron2 cannot be used; the message is one line, ``exit_code`` the script's exit code.
+
+    Attributes:
+        exit_code: :data:`EXIT_NO_DETECTRON2` (not installed) or :data:`EXIT_INCOMPATIBLE`
+            (installed, but importing it failed).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def detectron2_installed() -> bool:
+    """Whether a ``detectron2`` package can be found (without importing it)."""
+    if "detectron2" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("detectron2") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def apply_detectron2_compat() -> list[str]:
+    """Restores the Pillow and numpy names detectron2 0.5 uses that newer releases removed.
+
+    ``PIL.Image.LINEAR`` (Pillow 10 removed it; detectron2's ``ExtentTransform`` uses it as a
+    default argument, so at import time) becomes ``Image.Resampling.BILINEAR``, and ``np.int``,
+    ``np.float``, ``np.str``, ``np.object`` (numpy 1.24) and ``np.bool`` (numpy 1.24-1.26) the
+    builtins they used to alias. Only missing names are added; call it only when detectron2 is
+    going to be imported (:func:`load_detectron2` does).
+
+    Returns:
+        The names added, e.g. ``["PIL.Image.LINEAR", "numpy.int", ...]``; empty when called again.
+    """
+    import numpy as np
+    from PIL import Image
+
+    with warnings.catch_warnings():  # Pillow 9.1-9.5 and numpy 1.20-1.23 warn on these names
+        warnings.simplefilter("ignore")
+        has_linear = hasattr(Image, "LINEAR")
+        missing = [name for name in _NUMPY_ALIASES if not hasattr(np, name)]
+    added = []
+    if not has_linear:
+        Image.LINEAR = Image.Resampling.BILINEAR  # type: ignore[attr-defined]
+        added.append("PIL.Image.LINEAR")
+    for name in missing:
+        setattr(np, name, _NUMPY_ALIASES[name])
+        added.append(f"numpy.{name}")
+    return added
+
+
+def _complete_c_extension() -> list[str]:
+    """Adds the version getters ``collect_env`` calls to a ``detectron2._C`` that lacks them."""
+    try:
+        c_extension = importlib.import_module("detectron2._C")
+    except ImportError:  # reported by the imports of load_detectron2, with their context
+        return []
+    added = []
+    for name, text in _C_EXTENSION_DEFAULTS.items():
+        if not hasattr(c_extension, name):
+            setattr(c_extension, name, lambda text=text: text)
+            added.append(f"detectron2._C.{name}")
+    return added
+
+
+def _failure_cause(exc: BaseException) -> str:
+    """``Type: first line of the message (at detectron2/...py:LINE)`` for an import failure."""
+    lines = str(exc).strip().splitlines()
+    message = lines[0].strip() if lines else repr(exc)
+    if len(message) > 300:
+        message = message[:297] + "..."
+    cause = f"{type(exc).__name__}: {message}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "detectron2" in f.filename]
+    if frames:
+        filename = frames[-1].filename.replace(os.sep, "/")
+        short = filename[filename.rfind("detectron2/") :] if "detectron2/" in filename else filename
+        cause += f" (at {short}:{frames[-1].lineno})"
+    return cause
+
+
+def load_detectron2() -> str:
+    """Makes detectron2 importable here and imports the parts train_net uses.
+
+    Applies :func:`apply_detectron2_compat` before the first detectron2 import, then completes
+    the ``detectron2._C`` stub of the CPU build and imports ``detectron2.config``, ``.layers``,
+    ``.modeling``, ``.checkpoint``, ``.data``, ``.evaluation`` and ``.engine``. Nothing is
+    patched when detectron2 is not installed. Safe to call again.
+
+    Returns:
+        detectron2's version string.
+
+    Raises:
+        Detectron2Unavailable: With exit code 1 when detectron2 is not installed (the message is
+            :data:`INSTALL_HINT`), 2 when it is installed but an import fails (the message names
+            the exception, where in detectron2 it was raised, and :data:`REINSTALL_HINT`).
 
     Examples:
-        >>> require_detectron2()  # returns quietly when detectron2 is installed
+        >>> load_detectron2()  # with the CPU build of transfer/install_detectron2_cpu.sh
+        '0.5'
+    """
+    if not detectron2_installed():
+        raise Detectron2Unavailable(INSTALL_HINT, EXIT_NO_DETECTRON2)
+    apply_detectron2_compat()
+    try:
+        with warnings.catch_warnings():  # detectron2 0.5 decorates with torch.jit.script
+            warnings.filterwarnings("ignore", r".*torch\.jit\.script.*deprecated", FutureWarning)
+            import detectron2
+
+            _complete_c_extension()
+            for name in _DETECTRON2_MODULES:
+                importlib.import_module(name)
+    except Exception as exc:
+        package = sys.modules.get("detectron2")
+        version = getattr(package, "__version__", None)
+        where = ", ".join(getattr(package, "__path__", [])) or "unknown location"
+        label = f"detectron2 {version}" if version else "detectron2"
+        raise Detectron2Unavailable(
+            f"{label} is installed ({where}) but cannot be imported: {_failure_cause(exc)}; "
+            f"{REINSTALL_HINT}",
+            EXIT_INCOMPATIBLE,
+        ) from exc
+    return str(getattr(detectron2, "__version__", "unknown"))
+
+
+def require_detectron2() -> None:
+    """Exits after one ``error:`` line on stderr if detectron2 cannot be used.
+
+    Exit code 1 when it is not installed, 2 when it is installed but does not import
+    (:func:`load_detectron2`).
+
+    Examples:
+        >>> require_detectron2()  # returns quietly when detectron2 is installed and imports
     """
     try:
-        import detectron2.engine  # noqa: F401
-    except ImportError as exc:
-        missing = isinstance(exc, ModuleNotFoundError) and exc.name == "detectron2"
-        detail = (
-            ""
-            if missing
-            else f" [import failed: {str(exc).splitlines()[0] if str(exc) else exc!r}]"
-        )
-        print(f"error: {INSTALL_HINT}.{detail}", file=sys.stderr)
-        raise SystemExit(EXIT_NO_DETECTRON2) from None
+        load_detectron2()
+    except Detectron2Unavailable as exc:
+        print(f"error: {exc}.", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
 
 
 def register_res5_roi_heads_extra_norm() -> Any:
@@ -198,6 +360,7 @@ def main(args: Any) -> Any:
         The evaluation results (an ordered dict ``{"bbox": {"AP": ..., "AP50": ..., "AP75": ...}}``
         for each test set), as returned by ``DefaultTrainer.test`` / ``train``.
     """
+    load_detectron2()
     from detectron2.checkpoint import DetectionCheckpointer
 
     register_res5_roi_heads_extra_norm()
@@ -223,7 +386,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0, or 2 after one ``error:`` line when :func:`preflight` finds a problem. Without
-        detectron2 it exits with code 1 instead (:func:`require_detectron2`).
+        detectron2 it exits with code 1 instead, with an installed detectron2 that fails to
+        import with code 2 (:func:`require_detectron2`).
     """
     require_detectron2()
     from detectron2.engine import default_argument_parser, launch
@@ -248,6 +412,11 @@ def cli(argv: Sequence[str] | None = None) -> int:
     )
     return 0
 
+
+if __name__ == "__mp_main__" and detectron2_installed():
+    # A worker that launch() spawns (--num-gpus > 1) imports this file as __mp_main__ and then
+    # unpickles detectron2's worker function, importing detectron2 before main() runs.
+    apply_detectron2_compat()
 
 if __name__ == "__main__":
     sys.exit(cli())

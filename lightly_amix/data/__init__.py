@@ -15,6 +15,9 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
+from lightly_amix.data.aircraft import AIRCRAFT_BANNER_HEIGHT, FGVCAircraft
+from lightly_amix.data.cifar import CIFAR10, CIFAR100
+from lightly_amix.data.cub import CUB200
 from lightly_amix.data.device_augment import (
     MoCoV2DeviceAugment,
     UInt8ArrayImages,
@@ -26,20 +29,18 @@ from lightly_amix.data.errors import DatasetFormatError
 from lightly_amix.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DEFAULT_ROOT,
-    FASHION_MNIST_SPLITS,
     FashionMNIST,
     read_idx_ubyte,
 )
 from lightly_amix.data.folder import (
-    FOLDER_SPLITS,
-    IMAGENET_SPLITS,
     ImageFolderDataset,
     folder_dataset,
     imagenet_dataset,
     rgb_loader,
 )
-from lightly_amix.data.stl10 import STL10_SPLITS, STL10Binary
-from lightly_amix.data.tiny_imagenet import TINY_IMAGENET_SPLITS, TINY_IMAGENET_URL, TinyImageNet
+from lightly_amix.data.registry import DATASETS, DatasetSpec, dataset_spec
+from lightly_amix.data.stl10 import STL10Binary
+from lightly_amix.data.tiny_imagenet import TinyImageNet
 from lightly_amix.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -49,7 +50,16 @@ from lightly_amix.data.transforms import (
 )
 
 __all__ = [
+    "AIRCRAFT_BANNER_HEIGHT",
+    "CIFAR10",
+    "CIFAR100",
+    "CUB200",
+    "FGVCAircraft",
+    "DATASETS",
     "DATASET_SPLITS",
+    "EVAL_SPLITS",
+    "DatasetSpec",
+    "dataset_spec",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DEFAULT_ROOT",
     "IMAGENET_MEAN",
@@ -72,38 +82,16 @@ __all__ = [
     "rgb_loader",
 ]
 
-DATASET_SPLITS: dict[str, tuple[str, ...]] = {
-    "stl10": STL10_SPLITS,
-    "tiny-imagenet": TINY_IMAGENET_SPLITS,
-    "imagenet": IMAGENET_SPLITS,
-    "folder": FOLDER_SPLITS,
-    "fashion-mnist": FASHION_MNIST_SPLITS,
-}
-
-_DEFAULT_IMAGE_SIZES: dict[str, int] = {
-    "stl10": 96,
-    "tiny-imagenet": 64,
-    "imagenet": 224,
-    "folder": 224,
-    "fashion-mnist": 28,
-}
-
-# How to get the data of the datasets that `download=True` cannot fetch.
-_MANUAL_DOWNLOAD: dict[str, str] = {
-    "tiny-imagenet": (
-        f"download tiny-imagenet-200.zip ({TINY_IMAGENET_URL}) and unzip it under the root."
-    ),
-    "imagenet": (
-        "download ILSVRC2012 from https://image-net.org (registration required) and arrange "
-        "it as <root>/train/<wnid>/*.JPEG and <root>/val/<wnid>/*.JPEG."
-    ),
-    "folder": "'folder' reads your own images from <root>/<split>/<class>/<image>.",
+# Derived from the registry (kept for callers of earlier versions).
+DATASET_SPLITS: dict[str, tuple[str, ...]] = {name: spec.splits for name, spec in DATASETS.items()}
+EVAL_SPLITS: dict[str, tuple[str, str]] = {
+    name: spec.eval_splits for name, spec in DATASETS.items()
 }
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASET_SPLITS:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: " + ", ".join(DATASET_SPLITS))
+def _downloadable() -> str:
+    names = [repr(name) for name, spec in DATASETS.items() if spec.downloadable]
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
 
 
 def default_image_size(name: str) -> int:
@@ -113,8 +101,8 @@ def default_image_size(name: str) -> int:
         name: A dataset name, one of the keys of DATASET_SPLITS.
 
     Returns:
-        96 for stl10, 64 for tiny-imagenet, 224 for imagenet and folder, 28 for
-        fashion-mnist.
+        96 for stl10, 64 for tiny-imagenet, 224 for imagenet, folder, cub200 and
+        aircraft, 28 for fashion-mnist, 32 for cifar10 and cifar100.
 
     Raises:
         ValueError: If `name` is unknown.
@@ -123,8 +111,7 @@ def default_image_size(name: str) -> int:
         >>> default_image_size("stl10")
         96
     """
-    _check_name(name)
-    return _DEFAULT_IMAGE_SIZES[name]
+    return dataset_spec(name).image_size
 
 
 def build_dataset(
@@ -139,14 +126,16 @@ def build_dataset(
 
     Names: "stl10" (STL10Binary), "tiny-imagenet" (TinyImageNet), "imagenet"
     (`root/train` and `root/val` image folders), "folder" (`root/<split>` if it exists,
-    else `root`, as an image folder) and "fashion-mnist" (FashionMNIST).
+    else `root`, as an image folder), "fashion-mnist" (FashionMNIST), "cifar10" (CIFAR10),
+    "cifar100" (CIFAR100), "cub200" (CUB200) and "aircraft" (FGVCAircraft).
 
     Args:
         name: The dataset name, one of the keys of DATASET_SPLITS.
         root: The dataset folder; see the dataset classes for what it may contain.
         split: One of DATASET_SPLITS[name].
         transform: Applied to each RGB PIL image; may return anything (e.g. two views).
-        download: Fetch missing files with torchvision; only "stl10" and "fashion-mnist".
+        download: Fetch missing files with torchvision; only "stl10", "fashion-mnist",
+            "cifar10", "cifar100" and "aircraft".
         fold: STL-10 training fold 0..9 (split "train" only); None for all images.
 
     Returns:
@@ -165,30 +154,21 @@ def build_dataset(
         ... )  # doctest: +SKIP
         >>> views, label = dataset[0]  # doctest: +SKIP
     """
-    _check_name(name)
-    if split not in DATASET_SPLITS[name]:
+    spec = dataset_spec(name)
+    if split not in spec.splits:
         raise ValueError(
-            f"Unknown split {split!r} for dataset {name!r}; valid splits: "
-            + ", ".join(DATASET_SPLITS[name])
+            f"Unknown split {split!r} for dataset {name!r}; valid splits: " + ", ".join(spec.splits)
         )
-    if fold is not None and name != "stl10":
+    if fold is not None and not spec.supports_folds:
         raise ValueError(
             f"fold is only supported for dataset 'stl10', got fold={fold} for {name!r}."
         )
-    if download and name in _MANUAL_DOWNLOAD:
+    if download and not spec.downloadable:
         raise ValueError(
-            f"download=True is only supported for 'stl10' and 'fashion-mnist', not {name!r}: "
-            + _MANUAL_DOWNLOAD[name]
+            f"download=True is only supported for {_downloadable()}, not {name!r}: "
+            + str(spec.download_hint)
         )
-    if name == "stl10":
-        return STL10Binary(root, split=split, fold=fold, transform=transform, download=download)
-    if name == "tiny-imagenet":
-        return TinyImageNet(root, split=split, transform=transform)
-    if name == "imagenet":
-        return imagenet_dataset(root, split, transform=transform)
-    if name == "folder":
-        return folder_dataset(root, split, transform=transform)
-    return FashionMNIST(root, split=split, transform=transform, download=download)
+    return spec.build(Path(root), split, transform, download, fold)
 
 
 def build_pretrain_dataset(
@@ -231,7 +211,7 @@ def build_pretrain_dataset(
             f"augment_on must be 'loader' or 'device' here, got {augment_on!r} "
             "(resolve 'auto' with resolve_augment_on first)."
         )
-    if name in ("stl10", "fashion-mnist"):
+    if dataset_spec(name).uint8_arrays:
         dataset: Dataset[tuple[Any, int]] = UInt8ArrayImages(
             build_dataset(name, root, split, download=download)
         )

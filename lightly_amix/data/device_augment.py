@@ -47,6 +47,7 @@ from torchvision import transforms as T
 
 from lightly_amix.config import AUGMENT_ON_CHOICES
 from lightly_amix.data.color_jitter import BatchColorJitter
+from lightly_amix.data.registry import dataset_spec
 from lightly_amix.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -235,22 +236,23 @@ class UInt8RandomResizedCrops:
         return f"{type(self).__name__}({self.crop.size[0]})"
 
 
-# Data sets whose images all have the same size; the others are cropped by the loader.
-FIXED_SIZE_DATASETS: tuple[str, ...] = ("stl10", "tiny-imagenet", "fashion-mnist")
+def _fixed_size(dataset: str) -> bool:
+    """Whether all images of ``dataset`` have one size (then the device crops them)."""
+    return dataset_spec(dataset).fixed_size
 
 
 def loader_transform(dataset: str, image_size: int, min_scale: float = MOCO_V2_MIN_SCALE) -> Any:
     """The loader-side transform of ``augment_on=device`` for data set ``dataset``.
 
     Args:
-        dataset: Data set name (``lightly_amix.data.DATASET_SPLITS``).
+        dataset: Data set name (``lightly_amix.data.DATASETS``).
         image_size: Side length of the views.
         min_scale: Smallest crop area as a fraction of the image.
 
     Returns:
         :class:`UInt8Image` for fixed-size data sets, else :class:`UInt8RandomResizedCrops`.
     """
-    if dataset in FIXED_SIZE_DATASETS:
+    if _fixed_size(dataset):
         return UInt8Image()
     return UInt8RandomResizedCrops(image_size, min_scale)
 
@@ -259,7 +261,7 @@ def device_augment_for(
     dataset: str, image_size: int, min_scale: float = MOCO_V2_MIN_SCALE
 ) -> MoCoV2DeviceAugment:
     """The device-side half matching :func:`loader_transform` for ``dataset``."""
-    crop = dataset in FIXED_SIZE_DATASETS
+    crop = _fixed_size(dataset)
     return MoCoV2DeviceAugment(image_size, crop=crop, min_scale=min_scale)
 
 

@@ -1,4 +1,5 @@
-"""Image transforms: MoCo v2 two-view augmentation for pre-training, and evaluation."""
+"""Image transforms: MoCo v2 two-view augmentation for pre-training, supervised training and
+evaluation."""
 
 from __future__ import annotations
 
@@ -131,6 +132,54 @@ def eval_transform(image_size: int, resize: int | None = None, normalize: bool =
     if normalize:
         steps.append(T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD))
     return T.Compose(steps)
+
+
+CLASSIFICATION_AUGMENTS = ("crop", "resized_crop")
+# Images of at most this many pixels per side are trained with padded random crops.
+SMALL_CLASSIFICATION_SIZE = 64
+
+
+def classification_transforms(
+    image_size: int, augment: str = "auto"
+) -> tuple[T.Compose, T.Compose]:
+    """Train and test transforms of supervised classification (paper §4.1, "Setups").
+
+    ``crop``: RandomCrop of ``image_size`` with 4 px reflect padding and a horizontal flip
+    (CIFAR-100's setting); ``resized_crop``: RandomResizedCrop and a horizontal flip (the other
+    data sets). Tests resize (the shorter side to ``image_size``, or to ``image_size · 256/224``
+    for ``resized_crop``) and centre-crop. Both normalise with the ImageNet mean and std.
+
+    Args:
+        image_size: Side of the square crops.
+        augment: ``crop``, ``resized_crop`` or ``auto`` (``crop`` up to 64 px).
+
+    Returns:
+        ``(train_transform, test_transform)``, each PIL image → (3, S, S) float tensor.
+
+    Examples:
+        >>> train, test = classification_transforms(32)
+        >>> from PIL import Image
+        >>> tuple(train(Image.new("RGB", (32, 32))).shape)
+        (3, 32, 32)
+    """
+    if augment == "auto":
+        augment = "crop" if image_size <= SMALL_CLASSIFICATION_SIZE else "resized_crop"
+    if augment not in CLASSIFICATION_AUGMENTS:
+        raise ValueError(
+            f"Invalid augment '{augment}'. Expected auto or one of: "
+            + ", ".join(CLASSIFICATION_AUGMENTS)
+        )
+    tail = [T.ToTensor(), T.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)]
+    if augment == "crop":
+        first: list[object] = [
+            T.Resize(image_size),
+            T.RandomCrop(image_size, padding=4, padding_mode="reflect"),
+        ]
+        test = eval_transform(image_size)
+    else:
+        first = [T.RandomResizedCrop(image_size)]
+        test = eval_transform(image_size, resize=round(image_size * 256 / 224))
+    return T.Compose([*first, T.RandomHorizontalFlip(), *tail]), test
 
 
 def _normalize_dict() -> dict[str, list[float]]:

@@ -22,20 +22,18 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2 as T
 
-from lightly_amix.data import DATASET_SPLITS, build_dataset, default_image_size, eval_transform
+from lightly_amix.data import (
+    DATASET_SPLITS,
+    EVAL_SPLITS,
+    build_dataset,
+    default_image_size,
+    eval_transform,
+)
 from lightly_amix.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightly_amix.eval.features import EncoderInfo, extract_features, load_encoder
 from lightly_amix.eval.knn import knn_accuracy
 from lightly_amix.eval.linear import MoCoLinearClassifier
 
-# Train split -> evaluation split, per data set (paper §4.2).
-EVAL_SPLITS = {
-    "stl10": ("train", "test"),
-    "tiny-imagenet": ("train", "val"),
-    "imagenet": ("train", "val"),
-    "fashion-mnist": ("train", "test"),
-    "folder": ("train", "val"),
-}
 HEADER = (
     "| method | dataset | backbone | epochs | eval | top-1 | top-5 |\n"
     "|---|---|---|---:|---|---:|---:|"

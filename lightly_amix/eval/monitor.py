@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from lightly_amix.config import PretrainConfig
+from lightly_amix.data import EVAL_SPLITS, build_dataset, eval_transform
 from lightly_amix.eval.features import extract_features
 from lightly_amix.eval.knn import knn_accuracy
 
@@ -78,3 +80,22 @@ class KNNMonitor(pl.Callback):
             limit_batches=self.limit_batches,
             desc=desc,
         )
+
+
+def build_knn_monitor(cfg: PretrainConfig) -> KNNMonitor:
+    """A kNN monitor on the labelled splits of the run's data set (its registry entry)."""
+    train_split, test_split = EVAL_SPLITS[cfg.data.dataset]
+    transform = eval_transform(cfg.data.image_size)
+    data = cfg.data
+    bank = build_dataset(data.dataset, data.root, train_split, transform=transform)
+    test = build_dataset(data.dataset, data.root, test_split, transform=transform)
+    classes = getattr(bank, "classes", None) or []
+    num_classes = len(classes) or int(max(getattr(bank, "labels", [0]))) + 1
+    return KNNMonitor(
+        bank,
+        test,
+        num_classes,
+        every_n_epochs=cfg.trainer.knn_every_n_epochs,
+        batch_size=cfg.trainer.batch_size,
+        limit_batches=cfg.trainer.knn_limit_batches,
+    )

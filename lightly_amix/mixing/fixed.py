@@ -1,4 +1,4 @@
-"""Fixed (hand-designed) mixups, the baselines of the AMix paper (Tables 4 and 5, spec §5).
+"""Fixed (hand-designed) mixups, the baselines of the AMix paper (Tables 4 and 5).
 
 Each class mixes sample ``i`` of a batch with its partner ``perm[i]``. As everywhere in this
 package, λ is the share of the *first* image: ``x_mix = s ⊙ x_i + (1 − s) ⊙ x_perm[i]``. A box or

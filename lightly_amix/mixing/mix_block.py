@@ -64,7 +64,7 @@ SMALL_INITS = ("all", "output")
 
 @dataclass
 class MixBlockConfig:
-    """Switches of the Mix Block and of its mask loss (paper Table 8; spec §1).
+    """Switches of the Mix Block and of its mask loss (paper §3.2, Table 8).
 
     Attributes:
         lam_encoding: ``adaptive`` (``z_i' = (1 + γλ) z_i``, ``z_j' = (1 + γ(1 − λ)) z_j``) or

@@ -1,16 +1,37 @@
 """AMix-I and AMix-C: MoCo v2 with a learned mixed-sample generator (Mix Block+).
 
-One training step has two sub-tasks (paper §3.3; spec §2–§4):
+One training step has two sub-tasks (paper §3.3):
 
 - **backbone**: ``L_moco(q, k) + w · L_mix(λ)`` on a sample mixed by the Mix Block's mask,
-  *detached* and λ-adjusted, with positives from the key views (cross-view pipeline);
+  *detached* and λ-adjusted, with positives from the key views (cross-view pipeline, §3.1);
 - **Mix Block**: a second mixed sample (own λ', own partners) is encoded by the momentum
   encoder with frozen weights *in eval mode* (so its BatchNorm statistics do not drift toward
   mixed images), and the Mix Block's loss (AMix-I: infoNCE + BCE; AMix-C: CE on ODC
-  pseudo-labels + BCE) plus the mask loss flows back to the Mix Block only.
+  pseudo-labels + BCE; :mod:`lightly_amix.mixing.block_losses`) plus the mask loss flows back
+  to the Mix Block only.
 
 The Mix Block sees stage-3 features of the images it mixes, without gradient: the momentum
 encoder's (default, as AutoMix) or the online query forward's (``block_features=online``).
+AMix-C's clustering lives in :class:`~lightly_amix.clustering.ClusterPseudoLabels`.
+
+Choices where this implementation is more specific than the printed paper, or differs from the
+authors' public code (each is what the paper's text implies, or the safer reading):
+
+- The backbone's mixup loss weighs the two positives with the *effective* λ, the mean of the
+  λ-adjusted mask, per sample (the paper writes the drawn λ; after adjusting they differ by at
+  most ``adjust_margin``, and the effective one is what the pixels hold).
+- λ is drawn per sample, λ ~ Beta(α, α) with α = 2 (paper Fig. 5), independently for the
+  backbone's and the Mix Block's samples.
+- The mask for the backbone's sample is drawn with the Mix Block in train mode (its dropout
+  active), under ``no_grad``, then λ-adjusted (paper §3.2).
+- AMix-C's small clusters are dissolved and refilled at every centroid refresh
+  (``odc.refresh_interval`` steps), not at every step (ODC's code does it every step).
+- γ of the adaptive λ encoding is clamped to [0, 1] with a straight-through gradient, so it
+  can leave 0; as a parameter it gets weight decay like the Mix Block's weights
+  (:class:`~lightly_amix.mixing.MixBlock`).
+- ``mixing.pipeline=reference`` pairs as the public code does (``x_i^τq`` with ``x_j^τk``,
+  positives ``k_i^τk`` and ``k_j^τq``, :mod:`lightly_amix.models.mixing_method`); its Mix Block
+  then sees the momentum encoder's stage-3 features of the partners' key views.
 
 Reference: AMix, ICLR 2022 submission, §3; Zhan et al., "Online Deep Clustering", CVPR 2020.
 
@@ -20,16 +41,16 @@ Examples:
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightly_amix.clustering import ODCMemory
+from lightly_amix.clustering.pseudo_labels import ClusterPseudoLabels
 from lightly_amix.config import (
     MixingConfig,
     ModelConfig,
@@ -38,35 +59,35 @@ from lightly_amix.config import (
     block_loss_terms,
     uses_pseudo_labels,
 )
-from lightly_amix.losses import (
-    mixup_bce,
-    mixup_cross_entropy,
-    mixup_info_nce,
-    mixup_pbce,
-)
-from lightly_amix.mixing.masks import adjust_lambda, mask_diagnostics, mask_loss
-from lightly_amix.mixing.mix_block import MixBlock, MixBlockConfig
+from lightly_amix.losses import mixup_info_nce
+from lightly_amix.mixing.block_losses import BLOCK_LOSSES, BlockLossInputs
+from lightly_amix.mixing.learned import LearnedMixup
+from lightly_amix.mixing.masks import mask_diagnostics
+from lightly_amix.mixing.mix_block import MixBlockConfig
 from lightly_amix.models.base import _as_config
-from lightly_amix.models.mix_moco import MixMoCo, gather, global_partners
+from lightly_amix.models.mixing_method import MixingMethod
+from lightly_amix.utils import eval_mode, gather, global_partners
 
 TRIVIAL_MASK_STD = 0.01
 TRIVIAL_MASK_STEPS = 200
 
 
-@contextlib.contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Puts modules in eval mode (BatchNorm uses, and does not update, running statistics)."""
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules, modes, strict=True):
-            m.train(mode)
+@dataclass
+class BlockPool:
+    """Partner candidates of the Mix Block's mixes, with their stage-3 maps and positives.
+
+    Attributes:
+        images: All devices' partner images, (N_global, 3, H, W).
+        features: Their stage-3 feature maps for the Mix Block, (N_global, C, h, w).
+        keys: Their positive keys, (N_global, D).
+    """
+
+    images: Tensor
+    features: Tensor
+    keys: Tensor
 
 
-class AMix(MixMoCo):
+class AMix(MixingMethod):
     """AMix-I (``block_loss="infonce+bce"``) or AMix-C (``"ce_pl+bce"``, with ODC).
 
     Args:
@@ -79,11 +100,13 @@ class AMix(MixMoCo):
         num_samples: Size of the training set (for the ODC memory).
     """
 
-    replicated_buffer_prefixes = (
-        *MixMoCo.replicated_buffer_prefixes,
-        "odc.",
-        "queue_labels",
-    )
+    replicated_buffer_prefixes = (*MixingMethod.replicated_buffer_prefixes, "clustering.")
+    # Checkpoints of versions before the clustering had its own module.
+    legacy_key_prefixes = {
+        "odc.": "clustering.memory.",
+        "cluster_head.": "clustering.head.",
+        "queue_labels": "clustering.queue_labels",
+    }
 
     def __init__(
         self,
@@ -95,7 +118,7 @@ class AMix(MixMoCo):
         odc: ODCConfig | Mapping[str, Any] | None = None,
         num_samples: int = 0,
     ) -> None:
-        super().__init__(model, optim, batch_size, mixing, mixup=None)
+        super().__init__(model, optim, batch_size, mixing)
         self.block_cfg: MixBlockConfig = _as_config(mix_block or MixBlockConfig(), MixBlockConfig)
         self.odc_cfg: ODCConfig = _as_config(odc or ODCConfig(), ODCConfig)
         self.terms = block_loss_terms(self.mixing_cfg.block_loss)
@@ -106,44 +129,28 @@ class AMix(MixMoCo):
                 "num_samples": num_samples,
             }
         )
-        self.mix_block = MixBlock(self.backbone.stage3_dim, self.block_cfg)
-        self.odc: ODCMemory | None = None
-        self.cluster_head: nn.Linear | None = None
+        self.mix_block = LearnedMixup(self.backbone.stage3_dim, self.block_cfg)
+        self.clustering: ClusterPseudoLabels | None = None
         if uses_pseudo_labels(self.mixing_cfg.block_loss):
-            self._build_clustering(num_samples)
+            self.clustering = ClusterPseudoLabels(
+                num_samples, self.model_cfg.proj_output_dim, self.model_cfg.queue_size, self.odc_cfg
+            )
         self.trivial_steps: Tensor
         self.register_buffer("trivial_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
-    def _build_clustering(self, num_samples: int) -> None:
-        cfg = self.odc_cfg
-        if num_samples <= 0:
-            raise ValueError("AMix-C needs num_samples (the training set size) for ODC.")
-        k = min(cfg.num_clusters, max(1, num_samples // cfg.min_cluster_size))
-        if k < cfg.num_clusters:
-            warnings.warn(
-                f"{num_samples} images cannot hold {cfg.num_clusters} clusters of at least "
-                f"{cfg.min_cluster_size}: using {k} clusters (set odc.num_clusters).",
-                stacklevel=3,
-            )
-        dim = self.model_cfg.proj_output_dim
-        self.odc = ODCMemory(
-            num_samples,
-            dim,
-            num_classes=k,
-            momentum=cfg.momentum,
-            min_cluster_size=min(cfg.min_cluster_size, max(1, num_samples // k)),
-            refresh_interval=cfg.refresh_interval,
-            kmeans_iters=cfg.kmeans_iters,
-        )
-        self.cluster_head = nn.Linear(dim, k)
-        self.queue_labels: Tensor
-        self.register_buffer(
-            "queue_labels", torch.full((self.model_cfg.queue_size,), -1, dtype=torch.long)
-        )
+    @property
+    def odc(self) -> Any:
+        """AMix-C's ODC memory (``None`` for AMix-I)."""
+        return self.clustering.memory if self.clustering is not None else None
+
+    @property
+    def cluster_head(self) -> nn.Linear | None:
+        """AMix-C's cluster head (``None`` for AMix-I)."""
+        return self.clustering.head if self.clustering is not None else None
 
     def trainable_modules(self) -> list[nn.Module]:
         modules = [*super().trainable_modules(), self.mix_block]
-        return modules + ([self.cluster_head] if self.cluster_head is not None else [])
+        return modules + ([self.clustering.head] if self.clustering is not None else [])
 
     def lr_scales(self) -> dict[str, tuple[list[nn.Module], float]]:
         """The Mix Block learns at ``mixing.block_lr_scale`` times the backbone's rate."""
@@ -152,22 +159,21 @@ class AMix(MixMoCo):
         rest = [m for m in self.trainable_modules() if m is not self.mix_block]
         return {"": (rest, 1.0), "mix_block_": ([self.mix_block], self.mixing_cfg.block_lr_scale)}
 
-    # ----------------------------------------------------------------- ODC start-up
+    # ----------------------------------------------------------------- start-up
     def on_train_start(self) -> None:
-        """Initialises the ODC memory with k-means over the whole training set (once)."""
-        if self.odc is None or bool(self.odc.initialized):
+        """AMix-C: the ODC memory's k-means over the whole training set (once)."""
+        if self.clustering is None or bool(self.clustering.memory.initialized):
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "feature_dataloader"):
             raise RuntimeError("AMix-C needs a data module with feature_dataloader().")
-        n, dim = self.odc.features.shape
-        features = torch.zeros(n, dim, device=self.device)
-        with torch.no_grad(), eval_mode(self.backbone_momentum, self.projection_head_momentum):
-            for images, _, indices in datamodule.feature_dataloader():
-                keys = self.projection_head_momentum(self.backbone_momentum(images.to(self.device)))
-                keys = F.normalize(keys.float(), dim=1)
-                features[gather(indices.to(self.device))] = gather(keys)
-        self.odc.initialize(features)
+
+        def encode(images: Tensor) -> Tensor:
+            keys = self.projection_head_momentum(self.backbone_momentum(images))
+            return F.normalize(keys.float(), dim=1)
+
+        with eval_mode(self.backbone_momentum, self.projection_head_momentum):
+            self.clustering.initialize(datamodule.feature_dataloader(), encode, self.device)
 
     # ----------------------------------------------------------------- pieces
     @torch.no_grad()
@@ -178,17 +184,14 @@ class AMix(MixMoCo):
         with eval_mode(self.backbone_momentum):
             return self.backbone_momentum.forward_stage3(x_q)
 
-    def mix(
-        self, x_q: Tensor, x_all: Tensor, z: Tensor, z_all: Tensor, perm: Tensor, lam: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """The Mix Block's mask (N, 1, H, W) for partners ``perm`` and the mixed images."""
-        mask = self.mix_block(z, z_all[perm], lam, out_size=(x_q.shape[2], x_q.shape[3]))
-        return mask, torch.lerp(x_all[perm], x_q, mask.to(x_q.dtype))
-
-    def _enqueue_labels(self, ptr: int, labels: Tensor) -> None:
-        size = self.queue_labels.shape[0]
-        take = min(labels.shape[0], size - ptr)
-        self.queue_labels[ptr : ptr + take] = labels[:take]
+    def block_pool(self, x_q: Tensor, x_k: Tensor, k: Tensor, z: Tensor) -> BlockPool:
+        """Partners of the Mix Block's mixes under ``mixing.pipeline`` (see the module doc)."""
+        pool = self.partner_pool(x_q, x_k, k)
+        if pool.query_views:
+            return BlockPool(pool.images, gather(z), pool.keys)
+        with torch.no_grad(), eval_mode(self.backbone_momentum):
+            z_k = self.backbone_momentum.forward_stage3(x_k)  # the key views' stage-3 maps
+        return BlockPool(pool.images, gather(z_k), pool.keys)
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -217,48 +220,37 @@ class AMix(MixMoCo):
         k = self.encode_key(x_k)  # (N, D)
         # The queue position of this step's keys, for the label queue (AMix-C only: reading it
         # is a host-device sync).
-        ptr = int(self.memory_bank.bank_ptr) if self.odc is not None else 0
+        ptr = int(self.memory_bank.bank_ptr) if self.clustering is not None else 0
         negatives = self.negatives_then_enqueue(k)  # (K, D), before this step's keys
         loss_moco, acc = self.moco_loss(q, k, negatives)
 
         z = self.block_features(x_q, stage3)  # (N, C, h, w)
-        x_all, z_all, k_all = gather(x_q), gather(z), gather(k)
+        pool = self.block_pool(x_q, x_k, k, z)
 
         # Backbone: a detached, λ-adjusted Mix Block mask.
         perm, lam = global_partners(n, x_q.device), self.sample_lambda(n)
-        with torch.no_grad():
-            mask, _ = self.mix(x_q, x_all, z, z_all, perm, lam)
-            if self.block_cfg.lambda_adjust:
-                mask = adjust_lambda(mask, lam, self.block_cfg.adjust_margin)
-        x_mix = torch.lerp(x_all[perm], x_q, mask.to(x_q.dtype))
-        lam_eff = mask.float().mean(dim=(1, 2, 3))  # (N,)
+        x_mix, _, lam_eff = self.mix_block.backbone_sample(
+            x_q, pool.images[perm], z, pool.features[perm], lam
+        )
         q_mix, _ = self.encode_query(x_mix)
-        loss_mix = mixup_info_nce(q_mix, k, k_all[perm], negatives, lam_eff, t)
+        loss_mix = mixup_info_nce(q_mix, k, pool.keys[perm], negatives, lam_eff, t)
 
         # Mix Block: own partners and λ', frozen momentum encoder in eval mode.
         perm2, lam2 = global_partners(n, x_q.device), self.sample_lambda(n)
-        mask2, x_mb = self.mix(x_q, x_all, z, z_all, perm2, lam2)
+        x_mb, mask2, loss_mask = self.mix_block.block_sample(
+            x_q, pool.images[perm2], z, pool.features[perm2], lam2
+        )
         with eval_mode(self.backbone_momentum, self.projection_head_momentum):
             q_mb = F.normalize(self.projection_head_momentum(self.backbone_momentum(x_mb)), dim=1)
-        k_j = k_all[perm2]
-        terms: dict[str, Tensor] = {}
-        labels: tuple[Tensor, Tensor] | None = None
-        if self.odc is not None:
+        inputs = BlockLossInputs(q_mb, k, pool.keys[perm2], negatives, lam2, t)
+        if self.clustering is not None:
             if indices is None:
                 raise ValueError("AMix-C needs sample indices in the batch (IndexedDataset).")
-            y = self.odc.labels_of(indices.to(self.odc.labels.device)).to(x_q.device)
-            labels = (y, gather(y)[perm2])
-        for term in self.terms:
-            terms[f"loss_block_{term}"] = self._block_term(
-                term, q_mb, k, k_j, negatives, lam2, labels
+            inputs.labels = self.clustering.pair_labels(indices, perm2, x_q.device)
+            inputs.logits, inputs.class_weights, inputs.same_class_negatives = (
+                self.clustering.loss_inputs(q_mb, inputs.labels, "infonce_pl" in self.terms)
             )
-        loss_mask = mask_loss(
-            mask2,
-            lam2,
-            margin=self.block_cfg.mask_margin,
-            weight=self.block_cfg.mask_loss_weight,
-            use_variance=self.block_cfg.mask_loss == "mean_var",
-        )
+        terms = {f"loss_block_{term}": BLOCK_LOSSES[term](inputs) for term in self.terms}
         loss_block = self.mixing_cfg.block_weight * sum(terms.values()) + loss_mask
 
         loss = loss_moco + self.mixing_cfg.mix_weight * loss_mix + loss_block
@@ -269,54 +261,28 @@ class AMix(MixMoCo):
             **terms,
             "acc_moco": acc,
         }
-        if self.odc is not None and labels is not None and indices is not None:
-            loss_head = self._cluster_head_loss(k, q_mb, labels, lam2)
+        if self.clustering is not None and inputs.labels is not None and indices is not None:
+            loss_head = self.clustering.head_loss(k, q_mb, inputs.labels, lam2)
             loss = loss + self.odc_cfg.head_weight * loss_head
             logged["loss_head"] = loss_head
-            self._enqueue_labels(ptr, gather(labels[0]))
-            self.odc.update(indices.to(self.odc.labels.device), k.detach().float())
+            self.clustering.after_step(indices, k, ptr, inputs.labels[0])
         return loss, logged, (mask2, lam2, lam_eff)
 
-    def _block_term(
-        self,
-        term: str,
-        q_mb: Tensor,
-        k: Tensor,
-        k_j: Tensor,
-        negatives: Tensor,
-        lam: Tensor,
-        labels: tuple[Tensor, Tensor] | None,
-    ) -> Tensor:
-        t = self.model_cfg.temperature
-        if term == "bce":
-            return mixup_bce(q_mb, k, k_j, lam, t)
-        if term == "infonce":
-            return mixup_info_nce(q_mb, k, k_j, negatives, lam, t)
-        assert labels is not None and self.cluster_head is not None and self.odc is not None
-        y_i, y_j = labels
-        if term == "infonce_pl":
-            same = (self.queue_labels[None, :] == y_i[:, None]) | (
-                self.queue_labels[None, :] == y_j[:, None]
-            )  # (N, K): queue entries of the same pseudo-class as i or j
-            return mixup_info_nce(q_mb, k, k_j, negatives, lam, t, negative_mask=same)
-        # The Mix Block's CE goes through a frozen copy of the cluster head.
-        head = self.cluster_head
-        logits = F.linear(q_mb, head.weight.detach(), head.bias.detach())  # (N, K)
-        if term == "ce_pl":
-            weight = self.odc.class_weights().to(logits.device)
-            return mixup_cross_entropy(logits, y_i, y_j, lam, weight)
-        return mixup_pbce(logits, y_i, y_j, lam)
+    # ----------------------------------------------------------------- checkpoints
+    def rename_legacy_keys(self, keys: Mapping[str, Any]) -> dict[str, Any]:
+        """State-dict entries of an older checkpoint under today's names."""
+        renamed = {}
+        for key, value in keys.items():
+            for old, new in self.legacy_key_prefixes.items():
+                if key.startswith(old):
+                    key = new + key[len(old) :]
+                    break
+            renamed[key] = value
+        return renamed
 
-    def _cluster_head_loss(
-        self, k: Tensor, q_mb: Tensor, labels: tuple[Tensor, Tensor], lam: Tensor
-    ) -> Tensor:
-        """The cluster head learns from clean keys (CE) and the Mix Block's mixes (mixup CE)."""
-        assert self.cluster_head is not None and self.odc is not None
-        weight = self.odc.class_weights().to(k.device)
-        y_i, y_j = labels
-        clean = F.cross_entropy(self.cluster_head(k.detach()).float(), y_i, weight=weight)
-        mixed_logits = self.cluster_head(q_mb.detach())
-        return clean + mixup_cross_entropy(mixed_logits, y_i, y_j, lam, weight)
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = self.rename_legacy_keys(checkpoint["state_dict"])
+        super().on_load_checkpoint(checkpoint)
 
     def _log_masks(self, mask: Tensor, lam: Tensor, lam_eff: Tensor) -> None:
         stats = mask_diagnostics(mask.detach(), lam)

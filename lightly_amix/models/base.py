@@ -44,6 +44,7 @@ from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 
 from lightly_amix.config import ModelConfig, OptimConfig
+from lightly_amix.losses import contrastive_accuracy, info_nce_from_logits, info_nce_logits
 from lightly_amix.models.backbones import ResNetBackbone
 
 _CHECKPOINT_KEY = "lightly_amix_memory_banks"
@@ -175,6 +176,12 @@ class MomentumContrastMethod(pl.LightningModule):
             keys = batch_unshuffle(keys, shuffle, distributed=self.distributed)
         return F.normalize(keys, dim=1)
 
+    def moco_loss(self, q: Tensor, k: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
+        """MoCo's InfoNCE of queries ``q`` (N, D) with positives ``k`` (N, D) against the queue
+        ``negatives`` (K, D), and its contrastive accuracy."""
+        logits = info_nce_logits(q, k, negatives, self.model_cfg.temperature)  # (N, 1 + K)
+        return info_nce_from_logits(logits), contrastive_accuracy(logits)
+
     # ----------------------------------------------------------------- queue
     @torch.no_grad()
     def negatives_then_enqueue(self, keys: Tensor) -> Tensor:
@@ -251,6 +258,10 @@ class MomentumContrastMethod(pl.LightningModule):
     # ----------------------------------------------------------------- checkpoints
     def _memory_banks(self) -> dict[str, MemoryBankModule]:
         return {n: m for n, m in self.named_modules() if isinstance(m, MemoryBankModule)}
+
+    def rename_legacy_keys(self, keys: Mapping[str, Any]) -> dict[str, Any]:
+        """State-dict entries of a checkpoint of an earlier version under today's names."""
+        return dict(keys)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Stores every memory bank's queue and pointer (Lightly keeps them non-persistent)."""

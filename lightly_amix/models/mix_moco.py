@@ -16,41 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
-from lightly.models.utils import concat_all_gather
 from lightly.utils import dist
 from torch import Tensor
 
 from lightly_amix.config import MixingConfig, ModelConfig, OptimConfig
-from lightly_amix.losses import (
-    contrastive_accuracy,
-    info_nce_from_logits,
-    info_nce_logits,
-    mixup_info_nce,
-)
-from lightly_amix.mixing.base import MixOutput, Mixup, pair_batch, sample_lambda
+from lightly_amix.losses import mixup_info_nce
+from lightly_amix.mixing.base import MixOutput, Mixup, pair_batch
 from lightly_amix.mixing.manifold import ManifoldMix
 from lightly_amix.mixing.registry import build_mixup
-from lightly_amix.models.base import MomentumContrastMethod, _as_config
-
-
-def gather(x: Tensor) -> Tensor:
-    """All devices' tensors concatenated along dim 0 (no gradient); ``x`` itself on one."""
-    return concat_all_gather(x.contiguous()) if dist.world_size() > 1 else x
-
-
-def global_partners(n_local: int, device: torch.device) -> Tensor:
-    """Global index of each local sample's partner, (n_local,).
-
-    One random permutation of the global batch is drawn on rank 0 and broadcast, so every
-    device agrees; each device takes the slice of its own samples.
-    """
-    world = dist.world_size()
-    perm = torch.randperm(n_local * world, device=device)
-    if world > 1:
-        torch_dist.broadcast(perm, src=0)
-    rank = dist.rank()
-    return perm[rank * n_local : (rank + 1) * n_local]
+from lightly_amix.models.mixing_method import MixingMethod
+from lightly_amix.utils import global_partners
 
 
 def mix_with_partners(mixup: Mixup, images: Tensor, partners: Tensor, lam: Tensor) -> MixOutput:
@@ -65,7 +40,7 @@ def mix_with_partners(mixup: Mixup, images: Tensor, partners: Tensor, lam: Tenso
     return MixOutput(images=out.images[:n], lam=out.lam[:n], mask=mask, stage=out.stage)
 
 
-class MixMoCo(MomentumContrastMethod):
+class MixMoCo(MixingMethod):
     """MoCo v2 with a fixed mixup (MixUp, CutMix, FMix, ResizeMix, SaliencyMix, ManifoldMix).
 
     Args:
@@ -73,7 +48,7 @@ class MixMoCo(MomentumContrastMethod):
         optim: Optimiser settings.
         batch_size: Images per device per step.
         mixing: λ distribution, loss weight and pipeline.
-        mixup: Name of the fixed mixup (``None`` for subclasses that make their own mixes).
+        mixup: Name of the fixed mixup (``lightly_amix.mixing.MIXUPS``).
     """
 
     def __init__(
@@ -82,22 +57,11 @@ class MixMoCo(MomentumContrastMethod):
         optim: OptimConfig | Mapping[str, Any] | None = None,
         batch_size: int = 256,
         mixing: MixingConfig | Mapping[str, Any] | None = None,
-        mixup: str | None = "mixup",
+        mixup: str = "mixup",
     ) -> None:
-        super().__init__(model, optim, batch_size)
-        self.mixing_cfg: MixingConfig = _as_config(mixing or MixingConfig(), MixingConfig)
-        self.save_hyperparameters({"mixing": vars(self.mixing_cfg).copy(), "mixup": mixup})
-        self.mixup = build_mixup(mixup) if mixup is not None else None
-
-    # ----------------------------------------------------------------- pieces
-    def sample_lambda(self, n: int) -> Tensor:
-        """λ ~ Beta(α, α) per sample, on the CPU (checked there) then moved to the device."""
-        return sample_lambda(n, self.mixing_cfg.alpha).to(self.device)
-
-    def moco_loss(self, q: Tensor, k: Tensor, negatives: Tensor) -> tuple[Tensor, Tensor]:
-        """MoCo InfoNCE and its contrastive accuracy."""
-        logits = info_nce_logits(q, k, negatives, self.model_cfg.temperature)  # (N, 1 + K)
-        return info_nce_from_logits(logits), contrastive_accuracy(logits)
+        super().__init__(model, optim, batch_size, mixing)
+        self.save_hyperparameters({"mixup": mixup})
+        self.mixup = build_mixup(mixup)
 
     def mixed_queries(
         self, x_q: Tensor, x_partner: Tensor, lam: Tensor, perm_local: Tensor | None
@@ -111,7 +75,6 @@ class MixMoCo(MomentumContrastMethod):
             perm_local: With one process, the permutation with ``x_partner = x_q[perm]``
                 (mixups then run on the batch itself); ``None`` under DDP.
         """
-        assert self.mixup is not None
         if perm_local is not None:
             out = self.mixup(x_q, perm_local, lam)
         else:
@@ -136,19 +99,13 @@ class MixMoCo(MomentumContrastMethod):
 
         Returns:
             ``(x_partner, k_i, k_j, perm_local)``: partner images (N, 3, H, W), keys of the
-            samples (N, D) and of their partners (N, D), and the local permutation when one
-            process runs (else ``None``).
+            samples (N, D) and of their partners (N, D), and the permutation when one process
+            mixes its own query views (else ``None``).
         """
-        n = x_q.shape[0]
-        partners = global_partners(n, x_q.device)  # (N,) global indices
-        single = dist.world_size() == 1
-        if self.mixing_cfg.pipeline == "cross-view":
-            x_partner = gather(x_q)[partners]  # partner's query view
-            return x_partner, k, gather(k)[partners], partners if single else None
-        # Reference code: x_i^τ1 mixed with x_j^τ2; positives k_i^τ2 and k_j^τ1.
-        k_query_views = self.encode_key(x_q)  # f_k(x^τ1), one extra momentum forward
-        x_partner = gather(x_k)[partners]
-        return x_partner, k, gather(k_query_views)[partners], None
+        partners = global_partners(x_q.shape[0], x_q.device)  # (N,) global indices
+        pool = self.partner_pool(x_q, x_k, k)
+        local = pool.query_views and dist.world_size() == 1
+        return pool.images[partners], k, pool.keys[partners], partners if local else None
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

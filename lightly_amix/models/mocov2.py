@@ -15,7 +15,6 @@ from typing import Any
 
 from torch import Tensor
 
-from lightly_amix.losses import contrastive_accuracy, info_nce_from_logits, info_nce_logits
 from lightly_amix.models.base import MomentumContrastMethod
 
 
@@ -29,8 +28,7 @@ class MoCoV2(MomentumContrastMethod):
         q, _ = self.encode_query(x_query)  # (N, D)
         k = self.encode_key(x_key)  # (N, D)
         negatives = self.negatives_then_enqueue(k)  # (K, D), the queue before this step
-        logits = info_nce_logits(q, k, negatives, self.model_cfg.temperature)  # (N, 1 + K)
-        loss = info_nce_from_logits(logits)
-        self.log_terms({"loss": loss, "loss_moco": loss, "acc_moco": contrastive_accuracy(logits)})
+        loss, acc = self.moco_loss(q, k, negatives)
+        self.log_terms({"loss": loss, "loss_moco": loss, "acc_moco": acc})
         self.log_common()
         return loss

@@ -1,13 +1,16 @@
 """Training plumbing of the recipes: data module, seeding, safe checkpoints, resume, Trainer.
 
-- :mod:`~lightly_amix.training.data` — the data module whose sampler resumes mid-epoch.
-- :mod:`~lightly_amix.training.seeding` — seeds derived from (seed, epoch, rank, position/step).
+- :class:`~lightly_amix.data.datamodule.PretrainDataModule` (re-exported here) — the data
+  module whose sampler resumes mid-epoch.
+- :mod:`~lightly_amix.seeding` — seeds derived from (seed, epoch, rank, position/step).
 - :mod:`~lightly_amix.training.checkpoint_io` — validated, atomic, progress-preserving saves.
 - :mod:`~lightly_amix.training.resume` — choosing and checking the checkpoint to continue from.
 - :mod:`~lightly_amix.training.callbacks` — the run's identity in checkpoints, clean stops.
 - :mod:`~lightly_amix.training.trainer` — the Trainer the recipes use.
 """
 
+from lightly_amix.data.datamodule import EpochSampler, IndexedDataset, PretrainDataModule
+from lightly_amix.seeding import StepSeed, derive_seed, epoch_seed, seed_all
 from lightly_amix.training.callbacks import InterruptCheckpoint, RunInfo
 from lightly_amix.training.checkpoint_io import (
     CheckpointWriteError,
@@ -18,7 +21,6 @@ from lightly_amix.training.checkpoint_io import (
     non_finite_summary,
     remove_stale_temporary_files,
 )
-from lightly_amix.training.data import EpochSampler, IndexedDataset, PretrainDataModule
 from lightly_amix.training.resume import (
     ResumeChoice,
     ResumeError,
@@ -28,7 +30,6 @@ from lightly_amix.training.resume import (
     inspect_checkpoint,
     resolve_resume,
 )
-from lightly_amix.training.seeding import StepSeed, derive_seed, epoch_seed, seed_all
 from lightly_amix.training.trainer import (
     INTERRUPTED_NAME,
     build_trainer,

@@ -58,8 +58,10 @@ class InterruptCheckpoint(pl.Callback):
     so resuming from it repeats the uninterrupted run exactly:
 
     - The first Ctrl-C (SIGINT) lets the current step finish, saves ``path`` and stops (under
-      DDP the ranks agree on the step). A second Ctrl-C stops at once without saving. SIGTERM
-      (``kill``, a scheduler's pre-emption), which Lightning only records, does the same.
+      DDP the ranks agree on the step); after an epoch's last step it lets the epoch end as
+      usual (validation, logs, ``last.ckpt``) and stops then, with :attr:`stopped_early` set.
+      A second Ctrl-C stops at once without saving. SIGTERM (``kill``, a scheduler's
+      pre-emption), which Lightning only records, does the same.
     - Errors raised *between* steps (reading the next batch, epoch-end hooks) also save
       ``path``.
     - An error *inside* a step saves nothing: the step has already moved the BatchNorm
@@ -83,6 +85,8 @@ class InterruptCheckpoint(pl.Callback):
         self.stop_requested = False
         self.saved = False
         self._previous_handler: Any = None
+        # Set (to "Ctrl-C" or "SIGTERM") when the run stopped at an epoch's end on request.
+        self.stopped_early: str | None = None
         self._owner_pid = os.getpid()
 
     # ----------------------------------------------------------------- Ctrl-C
@@ -100,6 +104,7 @@ class InterruptCheckpoint(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_step = trainer.global_step
         self.saved = self.stop_requested = False
+        self.stopped_early = None
         if threading.current_thread() is threading.main_thread():
             self._owner_pid = os.getpid()
             self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -129,9 +134,19 @@ class InterruptCheckpoint(pl.Callback):
         stop = self.stop_requested or sigterm
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
-            self._save(trainer, "SIGTERM" if sigterm else "Ctrl-C")
-            raise KeyboardInterrupt
+        if not stop:
+            return
+        why = "SIGTERM" if sigterm else "Ctrl-C"
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # The epoch's last step: let the epoch end as usual (validation, logs, last.ckpt),
+            # then stop; the recipe reports that the run is not finished.
+            trainer.should_stop = True
+            self.stopped_early = why
+            self.saved = True
+            self.report(f"{why}: stopping at the end of this epoch; last.ckpt will hold it.")
+            return
+        self._save(trainer, why)
+        raise KeyboardInterrupt
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handler()

@@ -294,7 +294,11 @@ def check_compatible(
     for name, module in model.named_modules():
         if isinstance(module, MemoryBankModule):
             model_shapes[f"{name}.bank"] = tuple(module.bank.shape)
-    missing, unexpected, reshaped = compare_state_dicts(model_shapes, dict(candidate.shapes))
+    saved_shapes = dict(candidate.shapes)
+    rename = getattr(model, "rename_legacy_keys", None)
+    if rename is not None:
+        saved_shapes = rename(saved_shapes)
+    missing, unexpected, reshaped = compare_state_dicts(model_shapes, saved_shapes)
     if not (missing or unexpected or reshaped):
         return
     parts = []

@@ -1,7 +1,7 @@
 """The Lightning Trainer of the pre-training recipes: safe checkpoints, logs, seeding, quiet.
 
 Examples:
-    >>> trainer = build_trainer(cfg, Path("out/stl10_amix_i"))  # doctest: +SKIP
+    >>> trainer = build_trainer(cfg.trainer, Path("out/stl10_amix_i"))  # doctest: +SKIP
     >>> trainer.fit(model, datamodule=datamodule, ckpt_path=None)  # doctest: +SKIP
 """
 
@@ -12,15 +12,16 @@ import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from lightly_amix.config import PretrainConfig
+from lightly_amix.config import TrainerConfig
+from lightly_amix.seeding import StepSeed
 from lightly_amix.training.callbacks import InterruptCheckpoint
 from lightly_amix.training.checkpoint_io import SafeCheckpointIO
-from lightly_amix.training.seeding import StepSeed
 
 INTERRUPTED_NAME = "interrupted"
 
@@ -59,7 +60,10 @@ def quiet_third_party() -> None:
 
 
 def build_trainer(
-    cfg: PretrainConfig, output_dir: Path, extra_callbacks: Sequence[pl.Callback] = ()
+    t: TrainerConfig,
+    output_dir: Path,
+    extra_callbacks: Sequence[pl.Callback] = (),
+    **trainer_kwargs: Any,
 ) -> pl.Trainer:
     """A Lightning Trainer with safe checkpoints, CSV/TensorBoard logs and per-step seeding.
 
@@ -67,8 +71,8 @@ def build_trainer(
     ``trainer.checkpoint_every_n_steps`` steps or else every ``trainer.checkpoint_every_minutes``
     minutes; ``epochNNN.ckpt`` every ``trainer.keep_every`` epochs; ``interrupted.ckpt`` on
     Ctrl-C (see :class:`InterruptCheckpoint`). All are written by :class:`SafeCheckpointIO`.
+    ``trainer_kwargs`` go to ``pl.Trainer`` (e.g. validation settings).
     """
-    t = cfg.trainer
     checkpoints: list[pl.Callback] = [
         # last.ckpt, overwritten at the end of every epoch (Lightning's save_last only writes
         # when a top-k checkpoint was written at the same step).
@@ -131,6 +135,7 @@ def build_trainer(
         use_distributed_sampler=False,
         enable_progress_bar=True,
         plugins=[SafeCheckpointIO()],
+        **trainer_kwargs,
     )
 
 

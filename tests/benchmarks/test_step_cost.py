@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightly_amix.data.datamodule import PretrainDataModule
 from lightly_amix.models.amix import AMix, eval_mode
 from lightly_amix.models.base import MomentumContrastMethod
-from lightly_amix.training import PretrainDataModule
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_cost.py"
 BATCH, SIZE, N_IMAGES, QUEUE = 6, 32, 60, 12

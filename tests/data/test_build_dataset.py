@@ -8,8 +8,12 @@ import pytest
 from PIL import Image
 
 from lightly_amix.data import (
+    CIFAR10,
+    CIFAR100,
+    CUB200,
     DATASET_SPLITS,
     FashionMNIST,
+    FGVCAircraft,
     ImageFolderDataset,
     STL10Binary,
     TinyImageNet,
@@ -21,6 +25,10 @@ from tests.fakes import (
     FakeImageFolder,
     FakeSTL10,
     FakeTinyImageNet,
+    write_aircraft,
+    write_cifar10,
+    write_cifar100,
+    write_cub,
 )
 
 
@@ -43,6 +51,10 @@ def test_splits_and_image_sizes() -> None:
         "imagenet": ("train", "val"),
         "folder": ("train", "val", "test"),
         "fashion-mnist": ("train", "test"),
+        "cifar10": ("train", "test"),
+        "cifar100": ("train", "test"),
+        "cub200": ("train", "test"),
+        "aircraft": ("trainval", "train", "val", "test"),
     }
     sizes = {name: default_image_size(name) for name in DATASET_SPLITS}
     assert sizes == {
@@ -51,6 +63,10 @@ def test_splits_and_image_sizes() -> None:
         "imagenet": 224,
         "folder": 224,
         "fashion-mnist": 28,
+        "cifar10": 32,
+        "cifar100": 32,
+        "cub200": 224,
+        "aircraft": 224,
     }
 
 
@@ -85,6 +101,24 @@ def test_folder(image_folder: FakeImageFolder) -> None:
     assert isinstance(flat, ImageFolderDataset) and flat.classes == ["cat", "dog"]
 
 
+@pytest.mark.parametrize(
+    ("name", "split", "writer", "cls", "length"),
+    [
+        ("cifar10", "test", write_cifar10, CIFAR10, 3),
+        ("cifar100", "train", write_cifar100, CIFAR100, 4),
+        ("cub200", "test", write_cub, CUB200, 3),
+        ("aircraft", "trainval", write_aircraft, FGVCAircraft, 5),
+    ],
+)
+def test_classification_datasets(
+    tmp_path: Path, name: str, split: str, writer: Any, cls: type, length: int
+) -> None:
+    writer(tmp_path)
+    dataset = build_dataset(name, tmp_path, split)
+    assert isinstance(dataset, cls)
+    check_common_interface(dataset, length)
+
+
 def test_fashion_mnist(fashion_mnist: FakeFashionMNIST) -> None:
     dataset = build_dataset(
         "fashion-mnist", fashion_mnist.root, "test", transform=lambda im: np.asarray(im)
@@ -100,10 +134,10 @@ def test_fashion_mnist(fashion_mnist: FakeFashionMNIST) -> None:
 
 def test_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:
-        build_dataset("cifar10", tmp_path, "train")
+        build_dataset("svhn", tmp_path, "train")
     assert str(info.value) == (
-        "Unknown dataset 'cifar10'; valid names: stl10, tiny-imagenet, imagenet, folder, "
-        "fashion-mnist"
+        "Unknown dataset 'svhn'; valid names: stl10, tiny-imagenet, imagenet, folder, "
+        "fashion-mnist, cifar10, cifar100, cub200, aircraft"
     )
     with pytest.raises(ValueError, match="Unknown dataset 'mnist'; valid names: stl10"):
         default_image_size("mnist")
@@ -130,11 +164,17 @@ def test_fold_only_for_stl10(tmp_path: Path) -> None:
         ("tiny-imagenet", "tiny-imagenet-200.zip"),
         ("imagenet", "image-net.org"),
         ("folder", "your own images"),
+        ("cub200", "CUB_200_2011.tgz"),
     ],
 )
-def test_download_only_for_stl10_and_fashion_mnist(tmp_path: Path, name: str, hint: str) -> None:
+def test_download_only_for_datasets_torchvision_can_fetch(
+    tmp_path: Path, name: str, hint: str
+) -> None:
     with pytest.raises(ValueError) as info:
         build_dataset(name, tmp_path, "train", download=True)
     message = str(info.value)
-    assert "download=True is only supported for 'stl10' and 'fashion-mnist'" in message
+    assert (
+        "download=True is only supported for 'stl10', 'fashion-mnist', 'cifar10', 'cifar100' "
+        f"and 'aircraft', not {name!r}: " in message
+    )
     assert hint in message

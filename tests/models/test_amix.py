@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from lightly_amix.config import FIXED_MIXUPS, MixingConfig, ModelConfig, ODCConfig, OptimConfig
+from lightly_amix.data.datamodule import PretrainDataModule
 from lightly_amix.models import AMix, MixMoCo
-from lightly_amix.models.amix import eval_mode
-from lightly_amix.training import PretrainDataModule
+from lightly_amix.utils import eval_mode
 
 N_IMAGES, BATCH, SIZE = 24, 6, 32
 
@@ -156,8 +160,11 @@ def test_replicated_buffers_are_not_broadcast_by_ddp() -> None:
     model = amix("ce_pl+bce")
     model.setup("fit")
     ignored = set(model._ddp_params_and_buffers_to_ignore)
-    assert {"memory_bank.bank", "memory_bank.bank_ptr", "queue_fill", "queue_labels"} <= ignored
-    assert {"odc.features", "odc.labels", "odc.centroids"} <= ignored
+    assert {"memory_bank.bank", "memory_bank.bank_ptr", "queue_fill"} <= ignored
+    clustering = {"features", "labels", "centroids"}
+    assert {f"clustering.memory.{name}" for name in clustering} | {
+        "clustering.queue_labels"
+    } <= ignored
     assert not any(name.startswith(("backbone", "mix_block")) for name in ignored)
 
 
@@ -180,6 +187,61 @@ def test_reference_code_pipeline_trains(cls: str) -> None:
         model = amix("infonce+bce", pipeline="reference")
     trainer = fit(model)
     assert torch.isfinite(trainer.callback_metrics["train/loss_mix"])
+
+
+def _two_view_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    x = Views()
+    return (torch.stack([x[i][0][0] for i in range(BATCH)]),
+            torch.stack([x[i][0][1] for i in range(BATCH)]))  # fmt: skip
+
+
+def _no_shuffle_cfg() -> ModelConfig:
+    cfg = model_cfg()
+    cfg.shuffle_bn = False  # no random draw in the key forward: both pipelines draw alike
+    return cfg
+
+
+def test_reference_pipeline_mixes_with_the_partners_key_views() -> None:
+    """x_i^τq is mixed with x_j^τk; the positives are k_i^τk and k_j^τq (the public code)."""
+    x_q, x_k = _two_view_batch()
+    cross = MixMoCo(_no_shuffle_cfg(), OptimConfig(), BATCH, MixingConfig(), "mixup")
+    reference = MixMoCo(_no_shuffle_cfg(), OptimConfig(), BATCH,
+                        MixingConfig(pipeline="reference"), "mixup")  # fmt: skip
+    reference.load_state_dict(cross.state_dict())
+    with torch.no_grad():
+        k = cross.encode_key(x_k)
+        torch.manual_seed(3)
+        xc, kc_i, kc_j, perm = cross.pipeline_views(x_q, x_k, k)
+        torch.manual_seed(3)
+        xr, kr_i, kr_j, perm_r = reference.pipeline_views(x_q, x_k, k)
+        assert perm is not None and perm_r is None  # the reference pairs across views
+        assert torch.equal(xc, x_q[perm]) and torch.equal(kc_j, k[perm])
+        assert torch.equal(xr, x_k[perm]) and torch.equal(kr_i, k) and torch.equal(kc_i, k)
+        assert torch.allclose(kr_j, reference.encode_key(x_q)[perm], atol=1e-6)
+
+
+def test_amix_reads_the_pipeline_switch() -> None:
+    x_q, x_k = _two_view_batch()
+    results = {}
+    for pipeline in ("cross-view", "reference"):
+        torch.manual_seed(0)
+        mixing = MixingConfig(block_loss="infonce+bce", pipeline=pipeline)
+        model = AMix(_no_shuffle_cfg(), OptimConfig(), BATCH, mixing)
+        torch.manual_seed(1)
+        _, terms, _ = model.compute_losses(([x_q, x_k], None))
+        results[pipeline] = terms
+        # The Mix Block's partners are the key views, with their own stage-3 maps.
+        with torch.no_grad():
+            k = model.encode_key(x_k)
+            pool = model.block_pool(x_q, x_k, k, model.block_features(x_q, x_q))
+        expected = x_q if pipeline == "cross-view" else x_k
+        assert torch.equal(pool.images, expected)
+        with torch.no_grad(), eval_mode(model.backbone_momentum):
+            assert torch.allclose(pool.features, model.backbone_momentum.forward_stage3(expected))
+    same = results["cross-view"]["loss_moco"], results["reference"]["loss_moco"]
+    assert torch.equal(*same)  # the same MoCo step ...
+    for name in ("loss_mix", "loss_block_infonce", "loss_block_bce"):  # ... other mixes
+        assert not torch.allclose(results["cross-view"][name], results["reference"][name]), name
 
 
 def test_constant_masks_raise_a_warning() -> None:
@@ -229,3 +291,60 @@ def test_amix_trains_with_split_batchnorm(block_loss: str) -> None:
     for encoder in (model.backbone, model.backbone_momentum):
         assert encoder.resnet.bn1.running_mean.shape == (3 * 64,)
     assert model.export_backbone_state_dict()["bn1.running_mean"].shape == (64,)
+
+
+def test_checkpoints_of_earlier_versions_load_into_the_clustering_module() -> None:
+    """Earlier AMix-C checkpoints hold ``odc.*``, ``cluster_head.*`` and ``queue_labels``."""
+    torch.manual_seed(0)
+    saved = amix("ce_pl+bce")
+    saved.clustering.queue_labels.fill_(2)  # type: ignore[union-attr]
+    legacy = {}
+    for key, value in saved.state_dict().items():
+        for new, old in (("clustering.memory.", "odc."), ("clustering.head.", "cluster_head."),
+                         ("clustering.queue_labels", "queue_labels")):  # fmt: skip
+            if key.startswith(new):
+                key = old + key[len(new) :]
+        legacy[key] = value
+    assert "odc.features" in legacy and "cluster_head.weight" in legacy
+    bank = {"bank": saved.memory_bank.bank.clone(), "bank_ptr": saved.memory_bank.bank_ptr.clone()}
+    checkpoint = {"state_dict": legacy, "lightly_amix_memory_banks": {"memory_bank": bank}}
+    torch.manual_seed(1)
+    model = amix("ce_pl+bce")
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    for key, value in saved.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+SEEDED_STEP = Path(__file__).parent / "data" / "amix_seeded_step.json"
+
+
+@pytest.mark.parametrize(
+    ("name", "mixing"),
+    [
+        ("i-mom", {"block_loss": "infonce+bce"}),
+        ("i-online", {"block_loss": "infonce+bce", "block_features": "online"}),
+        ("c", {"block_loss": "ce_pl+bce"}),
+        ("pl", {"block_loss": "infonce_pl+pbce"}),
+    ],
+)
+def test_a_seeded_step_gives_the_losses_recorded_before_the_refactors(
+    name: str, mixing: dict
+) -> None:
+    """The losses of one seeded step, recorded with AMix as it was before its loss table,
+    clustering module and ``LearnedMixup`` existed: the refactors changed no number."""
+    expected = json.loads(SEEDED_STEP.read_text())[name]
+    torch.manual_seed(0)
+    model = amix(**mixing)
+    if model.clustering is not None:
+        torch.manual_seed(1)
+        model.clustering.memory.initialize(F.normalize(torch.randn(N_IMAGES, 8), dim=1))
+    torch.manual_seed(2)
+    x_q, x_k = _two_view_batch()  # the views draw their noise from the seeded generator
+    loss, terms, _ = model.compute_losses(
+        ([x_q, x_k], torch.zeros(BATCH, dtype=torch.long), torch.arange(BATCH))
+    )
+    got = {key: float(value) for key, value in terms.items()} | {"loss": float(loss)}
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key

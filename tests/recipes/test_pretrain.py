@@ -162,7 +162,7 @@ def test_resume_gives_the_same_weights_queue_and_optimizer(
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
     if method == AMIX_C:  # the Mix Block and the clustering memory are part of the state
         assert any(key.startswith("mix_block.") for key in a["state_dict"])
-        assert any(key.startswith("odc.") for key in a["state_dict"])
+        assert any(key.startswith("clustering.memory.") for key in a["state_dict"])
     # Different seeds give different weights: the equality above is not trivially true.
     other = tmp_path / "other"
     _fit(fake_stl10, other, 2, *method, "--seed", "1")
@@ -205,8 +205,9 @@ def test_the_config_file_decides_the_method_unless_method_is_given() -> None:
     from lightly_amix.cli import _flags, build_parser
     from lightly_amix.config import load_config
 
-    path = REPO / "recipes" / "configs" / "stl10_amix-c.yaml"
-    args = build_parser("stl10").parse_args(["--config", str(path)])
+    base = REPO / "recipes" / "configs" / "stl10.yaml"
+    path = REPO / "recipes" / "configs" / "methods" / "amix-c.yaml"
+    args = build_parser("stl10").parse_args(["--config", str(base), "--config", str(path)])
     assert load_config(args.config, flags=_flags(args)).method == "amix-c"
     args = build_parser("stl10").parse_args(["--config", str(path), "--method", "cutmix"])
     assert load_config(args.config, flags=_flags(args)).method == "cutmix"

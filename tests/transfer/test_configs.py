@@ -1,4 +1,4 @@
-"""transfer/configs: the detectron2 YAML files of the R50-C4 VOC protocol (AMIX.md §7)."""
+"""transfer/configs: the detectron2 YAML files of MoCo's R50-C4 VOC protocol (paper Table 6)."""
 
 from __future__ import annotations
 

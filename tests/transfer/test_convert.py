@@ -71,7 +71,7 @@ def resnet18_backbone_state() -> dict[str, Tensor]:
 
 
 def expected_name(key: str) -> str:
-    """The renaming of AMIX.md §7, written independently of the converter's regular expressions."""
+    """MoCo's detectron2 renaming, written independently of the converter's regular expressions."""
     parts = key.split(".")
     if parts[0] == "conv1":
         return "stem." + key

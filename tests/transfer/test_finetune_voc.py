@@ -14,16 +14,11 @@ import torchvision
 from torch import nn
 
 from tests.transfer.test_voc import write_voc
-from transfer.finetune_voc import (
-    InfiniteSampler,
-    build_model,
-    build_optimizer,
-    load_backbone_weights,
-    lr_factor,
-    main,
-    train_min_sizes,
-)
-from transfer.voc import VOC_CLASSES
+from transfer.backbone_weights import load_backbone_weights
+from transfer.detection_model import build_model, train_min_sizes
+from transfer.engine import InfiniteSampler, build_optimizer, lr_factor
+from transfer.finetune_voc import main
+from transfer.voc_format import VOC_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "transfer" / "finetune_voc.py"

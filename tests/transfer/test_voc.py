@@ -12,17 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from transfer.voc import (
-    VOC_CLASSES,
-    VOC_IOU_THRESHOLDS,
-    RandomHorizontalFlip,
-    VOCDetection,
-    VOCFormatError,
-    evaluate_detections,
-    parse_voc_xml,
-    read_split,
-    voc_ap,
-)
+from transfer.voc_dataset import RandomHorizontalFlip, VOCDetection
+from transfer.voc_eval import VOC_IOU_THRESHOLDS, evaluate_detections, voc_ap
+from transfer.voc_format import VOC_CLASSES, VOCFormatError, parse_voc_xml, read_split
 
 
 @dataclass

@@ -1,0 +1,196 @@
+"""Typed configuration of supervised mixup classification (paper §4.1, Tables 2–3).
+
+One :class:`ClassifierConfig` describes a run of ``recipes/train_classifier.py``; it shares the
+``trainer`` section (and its validation) and the Mix Block switches with pre-training, and is
+loaded the same way (:func:`lightly_amix.config.load_config` with ``schema=ClassifierConfig``):
+dataclass defaults < ``recipes/configs/classify/<dataset>.yaml`` < flags < ``--set``.
+
+Examples:
+    >>> cfg = load_classifier_config(overrides=["method=amix", "data.dataset=cifar100"])
+    >>> cfg.mixing.alpha, cfg.mixing.momentum_end
+    (1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightly_amix.config import (
+    BACKBONES,
+    TrainerConfig,
+    _choice,
+    _positive,
+    load_config,
+    validate_trainer,
+)
+from lightly_amix.mixing.mix_block import MixBlockConfig
+
+FIXED_METHODS = ("mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix")
+LEARNED_METHODS = ("automix", "amix")
+CLASSIFIER_METHODS = ("vanilla", *FIXED_METHODS, *LEARNED_METHODS)
+
+
+@dataclass
+class ClassifierDataConfig:
+    """The labelled data set.
+
+    Attributes:
+        dataset: A registry name: ``cifar100``, ``cifar10``, ``cub200``, ``aircraft``,
+            ``tiny-imagenet``, ``imagenet``, ``folder``, ``fashion-mnist``.
+        root: Its folder (see README, "Data").
+        train_split: Split to train on (``train``; FGVC-Aircraft: ``trainval``).
+        test_split: Split to evaluate on every epoch (``test``; Tiny-ImageNet, ImageNet: ``val``).
+        image_size: Side of the training crops.
+        num_workers: DataLoader worker processes.
+        download: Use torchvision's downloader (CIFAR, Fashion-MNIST, STL-10; needs internet).
+        augment: ``crop`` (RandomCrop with 4 px reflect padding + flip, the small-image
+            setting) or ``resized_crop`` (RandomResizedCrop + flip); ``auto`` picks ``crop`` for
+            images of at most 64 px.
+        subset: Train on a class-balanced subset of this many images (``None``: all).
+    """
+
+    dataset: str = "cifar100"
+    root: str = "data/cifar100"
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int = 32
+    num_workers: int = 8
+    download: bool = False
+    augment: str = "auto"
+    subset: int | None = None
+
+
+@dataclass
+class ClassifierModelConfig:
+    """The network.
+
+    Attributes:
+        backbone: torchvision ResNet name.
+        cifar_stem: 3x3 stride-1 first conv and no max-pool (images of at most 64 px).
+        pretrained: A torchvision ResNet state_dict file (e.g. ImageNet weights) to start from;
+            the fine-grained settings (CUB-200, FGVC-Aircraft) use ImageNet weights.
+    """
+
+    backbone: str = "resnet18"
+    cifar_stem: bool = True
+    pretrained: str | None = None
+
+
+@dataclass
+class ClassifierOptimConfig:
+    """SGD with a cosine schedule per step (paper §4.1).
+
+    Attributes:
+        lr: Initial learning rate (for the configured batch; not rescaled).
+        momentum: SGD momentum.
+        weight_decay: Weight decay (not on norms and biases).
+        warmup_epochs: Linear warm-up epochs.
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+
+
+@dataclass
+class ClassifierMixingConfig:
+    """Mixup settings of the supervised methods.
+
+    Attributes:
+        alpha: λ ~ Beta(α, α), one λ per batch (paper §4.1: α = 1; grid 0.2, 0.5, 1, 2, 4).
+        momentum: Start of the EMA momentum of AutoMix's momentum network (0.999).
+        momentum_end: End of its cosine schedule (1.0).
+        degenerate_margin: The backbone's sample of ``automix`` / ``amix`` is a plain MixUp when
+            λ is within this of 0 or 1 (AutoMix's ``lam_margin``, 0.08).
+        block_lr_scale: The Mix Block's learning rate as a multiple of the network's.
+        grid_every_n_epochs: Save a PNG grid of mixed samples every N epochs (0: never).
+    """
+
+    alpha: float = 1.0
+    momentum: float = 0.999
+    momentum_end: float = 1.0
+    degenerate_margin: float = 0.08
+    block_lr_scale: float = 1.0
+    grid_every_n_epochs: int = 0
+
+
+@dataclass
+class ClassifierConfig:
+    """Everything that defines a supervised classification run.
+
+    Attributes:
+        method: ``vanilla``, a fixed mixup (``mixup``, ``cutmix``, ``manifoldmix``,
+            ``saliencymix``, ``fmix``, ``resizemix``) or a learned one (``automix``: the AutoMix
+            Mix Block; ``amix``: Mix Block+).
+        mix_block: Mix Block switches of ``amix`` (``automix`` uses
+            :meth:`MixBlockConfig.automix` whatever this holds).
+        last_epochs: The reported metric is the median test top-1 of this many last epochs.
+    """
+
+    method: str = "vanilla"
+    data: ClassifierDataConfig = field(default_factory=ClassifierDataConfig)
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    optim: ClassifierOptimConfig = field(default_factory=ClassifierOptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mixing: ClassifierMixingConfig = field(default_factory=ClassifierMixingConfig)
+    mix_block: MixBlockConfig = field(default_factory=MixBlockConfig)
+    last_epochs: int = 10
+
+    def block_config(self) -> MixBlockConfig:
+        """The Mix Block of the method: AutoMix's for ``automix``, ``mix_block`` for ``amix``."""
+        return MixBlockConfig.automix() if self.method == "automix" else self.mix_block
+
+
+AUGMENTS = ("auto", "crop", "resized_crop")
+
+
+def validate_classifier(cfg: ClassifierConfig) -> None:
+    """Checks values that types alone cannot check; raises ValueError naming the key."""
+    _choice(cfg.method, CLASSIFIER_METHODS, "method")
+    _choice(cfg.model.backbone, BACKBONES, "model.backbone")
+    _choice(cfg.data.augment, AUGMENTS, "data.augment")
+    _positive(cfg.data.image_size, "data.image_size")
+    _positive(cfg.data.num_workers, "data.num_workers", allow_zero=True)
+    if cfg.data.subset is not None:
+        _positive(cfg.data.subset, "data.subset")
+    _positive(cfg.optim.lr, "optim.lr")
+    _positive(cfg.optim.weight_decay, "optim.weight_decay", allow_zero=True)
+    _positive(cfg.optim.warmup_epochs, "optim.warmup_epochs", allow_zero=True)
+    _positive(cfg.mixing.alpha, "mixing.alpha")
+    _positive(cfg.mixing.block_lr_scale, "mixing.block_lr_scale")
+    _positive(cfg.mixing.grid_every_n_epochs, "mixing.grid_every_n_epochs", allow_zero=True)
+    _positive(cfg.last_epochs, "last_epochs")
+    if not 0.0 <= cfg.mixing.momentum <= cfg.mixing.momentum_end <= 1.0:
+        raise ValueError(
+            f"Invalid mixing.momentum {cfg.mixing.momentum} -> mixing.momentum_end "
+            f"{cfg.mixing.momentum_end}: expected 0 <= start <= end <= 1 (AutoMix: 0.999 -> 1)."
+        )
+    if not 0.0 <= cfg.mixing.degenerate_margin < 0.5:
+        raise ValueError(
+            f"Invalid mixing.degenerate_margin {cfg.mixing.degenerate_margin}: expected a value "
+            "in [0, 0.5) (AutoMix: 0.08)."
+        )
+    validate_trainer(cfg.trainer)
+    if cfg.optim.warmup_epochs >= cfg.trainer.epochs and cfg.optim.warmup_epochs > 0:
+        raise ValueError(
+            f"optim.warmup_epochs ({cfg.optim.warmup_epochs}) must be smaller than "
+            f"trainer.epochs ({cfg.trainer.epochs})."
+        )
+
+
+def load_classifier_config(
+    path: str | Path | Sequence[str | Path] | None = None,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> ClassifierConfig:
+    """:func:`lightly_amix.config.load_config` for a :class:`ClassifierConfig`."""
+    cfg = load_config(
+        path, overrides, flags, defaults, schema=ClassifierConfig, check=validate_classifier
+    )
+    assert isinstance(cfg, ClassifierConfig)
+    return cfg

@@ -1,0 +1,65 @@
+"""LearnedMixup: the Mix Block's two samples of a step, re-computed directly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightly_amix.mixing.learned import LearnedMixup
+from lightly_amix.mixing.masks import adjust_lambda, mask_loss
+from lightly_amix.mixing.mix_block import MixBlockConfig
+
+N, C, H = 6, 16, 12
+
+
+def _inputs() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 3, H, H, generator=g)
+    z = torch.randn(N, C, 3, 3, generator=g)
+    perm = torch.tensor([1, 2, 3, 4, 5, 0])
+    return x, z, perm
+
+
+def test_the_backbone_sample_is_the_detached_adjusted_mask_mix() -> None:
+    torch.manual_seed(0)
+    mixer = LearnedMixup(C, MixBlockConfig(dropout=0.0, init_std=0.5))
+    x, z, perm = _inputs()
+    lam = torch.tensor([0.2, 0.4, 0.5, 0.6, 0.8, 0.3])
+    x_mix, mask, lam_eff = mixer.backbone_sample(x, x[perm], z, z[perm], lam)
+    expected = adjust_lambda(mixer(z, z[perm], lam, out_size=(H, H)), lam, 0.1)
+    assert torch.allclose(mask, expected) and not mask.requires_grad
+    assert torch.allclose(x_mix, expected * x + (1 - expected) * x[perm], atol=1e-6)
+    assert torch.allclose(lam_eff, expected.mean(dim=(1, 2, 3)))
+    assert ((lam_eff - lam).abs() <= 0.1 + 1e-6).all()  # adjusted to within the margin
+
+
+def test_lambda_near_0_or_1_degenerates_to_mixup() -> None:
+    torch.manual_seed(0)
+    mixer = LearnedMixup(C, MixBlockConfig(init_std=0.5), degenerate_margin=0.08)
+    x, z, perm = _inputs()
+    lam = torch.tensor([0.05, 0.95, 0.5, 0.08, 0.92, 0.3])
+    _, mask, lam_eff = mixer.backbone_sample(x, x[perm], z, z[perm], lam)
+    plain = [0, 1, 3, 4]
+    for i in plain:  # a constant mask of value λ: MixUp
+        assert torch.allclose(mask[i], torch.full_like(mask[i], float(lam[i])))
+    assert torch.allclose(lam_eff[plain], lam[plain])
+    assert float(mask[2].std()) > 0  # the others keep the Mix Block's mask
+    with pytest.raises(ValueError, match="degenerate_margin"):
+        LearnedMixup(C, degenerate_margin=0.5)
+
+
+def test_the_block_sample_has_the_gradient_and_the_mask_loss() -> None:
+    torch.manual_seed(0)
+    config = MixBlockConfig()
+    mixer = LearnedMixup(C, config)
+    x, z, perm = _inputs()
+    lam = torch.full((N,), 0.4)
+    torch.manual_seed(1)
+    x_mb, mask, loss = mixer.block_sample(x, x[perm], z, z[perm], lam)
+    assert mask.requires_grad and x_mb.requires_grad
+    expected = mask_loss(mask, lam, margin=config.mask_margin, weight=config.mask_loss_weight,
+                         use_variance=True)  # fmt: skip
+    assert torch.allclose(loss, expected)
+    assert torch.allclose(x_mb, mask * x + (1 - mask) * x[perm], atol=1e-6)
+    grads = torch.autograd.grad(x_mb.sum() + loss, list(mixer.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().any() for g in grads)

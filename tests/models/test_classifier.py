@@ -1,0 +1,148 @@
+"""Supervised mixup classifiers: real CPU steps of every method, gradient isolation, schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.data import Dataset
+
+from lightly_amix.classifier_config import (
+    CLASSIFIER_METHODS,
+    ClassifierMixingConfig,
+    ClassifierModelConfig,
+)
+from lightly_amix.data.datamodule import ClassifierDataModule
+from lightly_amix.losses import mixup_cross_entropy
+from lightly_amix.mixing.mix_block import MixBlockConfig
+from lightly_amix.models.classifier import AutoMixClassifier, MixupClassifier, build_classifier
+
+N, BATCH, SIZE, CLASSES = 24, 6, 32, 4
+
+
+class Images(Dataset):
+    """Random 32 px images with labels 0..3."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(N, 3, SIZE, SIZE, generator=g)
+        self.y = torch.arange(N) % CLASSES
+        self.labels = self.y.numpy()
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+
+def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
+    data = ClassifierDataModule(Images(), Images(), BATCH, 0, seed=0)
+    trainer = pl.Trainer(
+        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
+        num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1,
+        use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    return trainer
+
+
+@pytest.mark.parametrize("method", CLASSIFIER_METHODS)
+def test_every_method_trains_and_validates(method: str) -> None:
+    torch.manual_seed(0)
+    model = build_classifier(method, CLASSES)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    trainer = fit(model, steps=2)
+    metrics = trainer.callback_metrics
+    assert trainer.global_step == 2 and torch.isfinite(metrics["train/loss"])
+    assert 0.0 <= float(trainer.validate(model, verbose=False, datamodule=trainer.datamodule)
+                        [0]["val/top1"]) <= 100.0  # fmt: skip
+    assert any(not torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+    if method in ("automix", "amix"):
+        assert isinstance(model, AutoMixClassifier)
+        for key in ("loss_clean", "loss_mix", "loss_block", "loss_mask", "mask_std"):
+            assert torch.isfinite(metrics[f"train/{key}"]), key
+        assert "val/top1_ema" in trainer.callback_metrics
+
+
+def test_automix_uses_automix_block_and_amix_mix_block_plus() -> None:
+    automix = build_classifier("automix", CLASSES)
+    amix = build_classifier("amix", CLASSES, mix_block=MixBlockConfig())
+    assert isinstance(automix, AutoMixClassifier) and isinstance(amix, AutoMixClassifier)
+    assert automix.mix_block.config == MixBlockConfig.automix()
+    assert amix.mix_block.config == MixBlockConfig()
+    assert automix.mix_block.degenerate_margin == amix.mix_block.degenerate_margin == 0.08
+
+
+def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor | None]:
+    return list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
+
+
+@pytest.mark.parametrize("method", ["automix", "amix"])
+def test_the_mix_block_and_the_classifier_learn_from_their_own_losses(method: str) -> None:
+    torch.manual_seed(0)
+    model = AutoMixClassifier(CLASSES, method)
+    data = Images()
+    x, y = data.x[:BATCH], data.y[:BATCH]
+    _, terms, _ = model.compute_losses(x, y)
+    network = [*model.backbone.parameters(), *model.head.parameters()]
+    block = list(model.mix_block.parameters())
+    network_loss = terms["loss_clean"] + terms["loss_mix"]
+    block_loss = terms["loss_block"] + terms["loss_mask"]
+    # The Mix Block's loss does not reach the classifier, the classifier's not the Mix Block.
+    assert all(g is None or not g.abs().any() for g in _grads(block_loss, network))
+    assert all(g is None or not g.abs().any() for g in _grads(network_loss, block))
+    assert any(g is not None and g.abs().any() for g in _grads(block_loss, block))
+    assert any(g is not None and g.abs().any() for g in _grads(network_loss, network))
+    assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
+    assert not any(p.requires_grad for p in model.head_momentum.parameters())
+
+
+def test_the_mixup_loss_is_the_cross_entropy_of_both_labels() -> None:
+    """Direct re-computation of a MixUp step: λ CE(f(x̃), y_i) + (1 − λ) CE(f(x̃), y_j)."""
+    torch.manual_seed(0)
+    model = MixupClassifier(CLASSES, "mixup")
+    data = Images()
+    x, y = data.x[:BATCH], data.y[:BATCH]
+    perm = torch.tensor([1, 2, 3, 4, 5, 0])
+    lam = 0.3
+    mixed = lam * x + (1 - lam) * x[perm]
+    logits = model(mixed)
+    expected = lam * F.cross_entropy(logits, y) + (1 - lam) * F.cross_entropy(logits, y[perm])
+    out = model.mixup(x, perm, torch.full((BATCH,), lam))
+    got = mixup_cross_entropy(model(out.images), y, y[perm], out.lam)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_momentum_rises_from_0999_to_1_on_a_cosine() -> None:
+    model = AutoMixClassifier(CLASSES, "amix", mixing=ClassifierMixingConfig())
+    trainer = SimpleNamespace(estimated_stepping_batches=4, global_step=0)
+    model._trainer = trainer  # type: ignore[assignment]
+    values = []
+    for step in (0, 1, 2, 3):  # Lightly's cosine_schedule spans steps 0 .. total - 1
+        trainer.global_step = step
+        values.append(model.current_momentum())
+    # m(s) = 1 - 0.001 (1 + cos(π s / 3)) / 2
+    assert values == pytest.approx([0.999, 0.99925, 0.99975, 1.0])
+
+
+def test_a_missing_pretrained_file_says_how_to_get_one() -> None:
+    with pytest.raises(FileNotFoundError, match="torchvision.models.resnet18"):
+        MixupClassifier(CLASSES, model=ClassifierModelConfig(pretrained="/nowhere/r18.pth"))
+
+
+def test_pretrained_torchvision_weights_load_into_the_encoder(tmp_path: Path) -> None:
+    path = tmp_path / "r18.pth"
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), path)
+    model = MixupClassifier(CLASSES, model=ClassifierModelConfig(cifar_stem=False,
+                                                                 pretrained=str(path)))  # fmt: skip
+    assert torch.equal(
+        model.backbone.resnet.layer4[1].conv2.weight, reference.layer4[1].conv2.weight
+    )
