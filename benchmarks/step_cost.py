@@ -154,9 +154,9 @@ def build_method(
 ) -> MomentumContrastMethod:
     """The model of ``spec`` (a method, optionally with ``:key=value`` overrides).
 
-    AMix-C's clustering memory holds ``n_images`` features with K = 200 (fewer for small
-    ``n_images``), initialised from random unit vectors: the k-means start-up pass over the
-    images is not part of a step.
+    The clustering memory of AMix-C and PuzzleMix (C) holds ``n_images`` features with K = 200
+    (fewer for small ``n_images``), initialised from random unit vectors: the k-means start-up
+    pass over the images is not part of a step.
     """
     method, *extra = spec.split(":")
     cfg = load_config(
@@ -171,8 +171,9 @@ def build_method(
         ]
     )
     model = build_model(cfg, n_images)
-    odc = getattr(model, "odc", None)
-    if odc is not None:
+    clustering = getattr(model, "clustering", None)  # AMix-C, PuzzleMix (C)
+    if clustering is not None:
+        odc = clustering.memory
         g = torch.Generator().manual_seed(0)
         odc.initialize(F.normalize(torch.randn(n_images, odc.features.shape[1], generator=g)))
     return model

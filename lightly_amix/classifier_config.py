@@ -28,7 +28,9 @@ from lightly_amix.config import (
 )
 from lightly_amix.mixing.mix_block import MixBlockConfig
 
-FIXED_METHODS = ("mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix")
+FIXED_METHODS = (
+    "mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix", "puzzlemix"
+)  # fmt: skip
 LEARNED_METHODS = ("automix", "amix")
 CLASSIFIER_METHODS = ("vanilla", *FIXED_METHODS, *LEARNED_METHODS)
 
@@ -49,7 +51,10 @@ class ClassifierDataConfig:
         augment: ``crop`` (RandomCrop with 4 px reflect padding + flip, the small-image
             setting) or ``resized_crop`` (RandomResizedCrop + flip); ``auto`` picks ``crop`` for
             images of at most 64 px.
-        subset: Train on a class-balanced subset of this many images (``None``: all).
+        subset: Train on a class-balanced subset of this many images (``None``: all), drawn
+            with the run's seed.
+        test_subset: Evaluate on a class-balanced subset of this many test images (``None``:
+            all), drawn with seed 0 so that every run sees the same one.
     """
 
     dataset: str = "cifar100"
@@ -61,6 +66,7 @@ class ClassifierDataConfig:
     download: bool = False
     augment: str = "auto"
     subset: int | None = None
+    test_subset: int | None = None
 
 
 @dataclass
@@ -124,8 +130,8 @@ class ClassifierConfig:
 
     Attributes:
         method: ``vanilla``, a fixed mixup (``mixup``, ``cutmix``, ``manifoldmix``,
-            ``saliencymix``, ``fmix``, ``resizemix``) or a learned one (``automix``: the AutoMix
-            Mix Block; ``amix``: Mix Block+).
+            ``saliencymix``, ``fmix``, ``resizemix``, ``puzzlemix``) or a learned one
+            (``automix``: the AutoMix Mix Block; ``amix``: Mix Block+).
         mix_block: Mix Block switches of ``amix`` (``automix`` uses
             :meth:`MixBlockConfig.automix` whatever this holds).
         last_epochs: The reported metric is the median test top-1 of this many last epochs.
@@ -155,8 +161,10 @@ def validate_classifier(cfg: ClassifierConfig) -> None:
     _choice(cfg.data.augment, AUGMENTS, "data.augment")
     _positive(cfg.data.image_size, "data.image_size")
     _positive(cfg.data.num_workers, "data.num_workers", allow_zero=True)
-    if cfg.data.subset is not None:
-        _positive(cfg.data.subset, "data.subset")
+    for key in ("subset", "test_subset"):
+        value = getattr(cfg.data, key)
+        if value is not None:
+            _positive(value, f"data.{key}")
     _positive(cfg.optim.lr, "optim.lr")
     _positive(cfg.optim.weight_decay, "optim.weight_decay", allow_zero=True)
     _positive(cfg.optim.warmup_epochs, "optim.warmup_epochs", allow_zero=True)

@@ -173,8 +173,13 @@ def _train(cfg: ClassifierConfig, output_dir: Path, callbacks: Sequence[pl.Callb
         return error(str(exc))
     labels = torch.as_tensor(getattr(train, "labels", [0]))
     num_classes = len(getattr(train, "classes", []) or []) or int(labels.max()) + 1
-    if data.subset is not None:
-        train = class_balanced_subset(train, data.subset, seed=cfg.trainer.seed)
+    try:
+        if data.subset is not None:
+            train = class_balanced_subset(train, data.subset, seed=cfg.trainer.seed)
+        if data.test_subset is not None:
+            test = class_balanced_subset(test, data.test_subset, seed=0)
+    except ValueError as exc:
+        return error(f"data.subset / data.test_subset: {exc}")
     n_train = len(train)  # type: ignore[arg-type]
     if n_train < cfg.trainer.batch_size:
         return error(

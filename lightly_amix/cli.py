@@ -40,7 +40,6 @@ from lightly_amix.data import (
     resolve_augment_on,
 )
 from lightly_amix.eval.monitor import build_knn_monitor
-from lightly_amix.models import AMix
 from lightly_amix.models.factory import build_model
 from lightly_amix.training import (
     CheckpointWriteError,
@@ -220,7 +219,7 @@ def _pretrain(cfg: PretrainConfig, output_dir: Path, callbacks: Sequence[pl.Call
         except ResumeError as exc:
             return error(str(exc))
     feature_set = None
-    if isinstance(model, AMix) and model.odc is not None:
+    if getattr(model, "clustering", None) is not None:  # AMix-C, PuzzleMix (C)
         feature_set = build_dataset(
             cfg.data.dataset,
             cfg.data.root,

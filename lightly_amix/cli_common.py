@@ -102,10 +102,16 @@ def error(message: str) -> int:
     return 2
 
 
-def cap_workers(requested: int) -> int:
-    """``requested`` loader workers, at most the CPUs this process may use (with a line)."""
+def cap_workers(requested: int, name: str = "data.num_workers") -> int:
+    """``requested`` loader workers, at most the CPUs this process may use (with a line).
+
+    Args:
+        requested: The configured count.
+        name: How the line names the setting (``data.num_workers`` or ``--num-workers``).
+    """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if cpus and requested > cpus:
-        print(f"data.num_workers={requested} > {cpus} CPUs here: using {cpus}.")
+        separator = " " if name.startswith("--") else "="
+        print(f"{name}{separator}{requested} > {cpus} CPUs here: using {cpus}.")
         return cpus
     return requested

@@ -32,7 +32,14 @@ from lightly_amix.mixing.mix_block import MixBlockConfig
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 FIXED_MIXUPS = ("mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifoldmix")
-METHODS = ("mocov2", "amix-i", "amix-c", *FIXED_MIXUPS)
+# Contrastive methods that mix in the input and/or latent space (paper Tables 5-6).
+COMPARISON_METHODS = ("mochi", "imix", "unmix", "puzzlemix")
+# AMix beyond MoCo: SimCLR and BYOL, each plain and with the learned mixup.
+BEYOND_MOCO_METHODS = ("simclr", "amix-simclr", "byol", "amix-byol")
+METHODS = (
+    "mocov2", "amix-i", "amix-c", *FIXED_MIXUPS, *COMPARISON_METHODS, *BEYOND_MOCO_METHODS
+)  # fmt: skip
+IMIX_INPUTS = ("mixup", "cutmix")
 PIPELINES = ("cross-view", "reference")
 BLOCK_FEATURES = ("momentum", "online")
 BLOCK_LOSS_TERMS = tuple(BLOCK_LOSSES)
@@ -231,6 +238,37 @@ class ODCConfig:
 
 
 @dataclass
+class MoCHiConfig:
+    """Hard negative mixing (MoCHi, Kalantidis et al., NeurIPS 2020; ``--method mochi``).
+
+    Attributes:
+        num_hard: ``N``, the hardest queue entries each query mixes from (lowered to the
+            queue size, with a warning, for small queues).
+        num_mix: ``s``, synthetic negatives mixed from two hard negatives, per query.
+        num_query_mix: ``s'``, synthetic negatives mixed from the query and a hard negative.
+        start_epoch: First epoch with synthetic negatives (before: MoCo v2).
+
+    The defaults are MoCHi (1024, 1024, 128), one of the paper's ImageNet-100 settings.
+    """
+
+    num_hard: int = 1024
+    num_mix: int = 1024
+    num_query_mix: int = 128
+    start_epoch: int = 0
+
+
+@dataclass
+class IMixConfig:
+    """i-Mix for MoCo (Lee et al., ICLR 2021; ``--method imix``).
+
+    Attributes:
+        input: The input mixup of the queries: ``mixup`` or ``cutmix`` (the paper's variants).
+    """
+
+    input: str = "mixup"
+
+
+@dataclass
 class PretrainConfig:
     """Everything that defines a pre-training run."""
 
@@ -242,6 +280,8 @@ class PretrainConfig:
     mixing: MixingConfig = field(default_factory=MixingConfig)
     mix_block: MixBlockConfig = field(default_factory=MixBlockConfig)
     odc: ODCConfig = field(default_factory=ODCConfig)
+    mochi: MoCHiConfig = field(default_factory=MoCHiConfig)
+    imix: IMixConfig = field(default_factory=IMixConfig)
 
 
 def _section_keys(schema: DictConfig, dotted: str) -> list[str]:
@@ -482,6 +522,11 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.odc.min_cluster_size, "odc.min_cluster_size")
     _positive(cfg.odc.refresh_interval, "odc.refresh_interval")
     _positive(cfg.odc.kmeans_iters, "odc.kmeans_iters")
+    _positive(cfg.mochi.num_hard, "mochi.num_hard")
+    _positive(cfg.mochi.num_mix, "mochi.num_mix", allow_zero=True)
+    _positive(cfg.mochi.num_query_mix, "mochi.num_query_mix", allow_zero=True)
+    _positive(cfg.mochi.start_epoch, "mochi.start_epoch", allow_zero=True)
+    _choice(cfg.imix.input, IMIX_INPUTS, "imix.input")
     if not 0.0 < cfg.odc.momentum <= 1.0:
         raise ValueError(f"Invalid odc.momentum {cfg.odc.momentum}: expected 0 < m <= 1.")
     if cfg.optim.warmup_epochs >= cfg.trainer.epochs and cfg.optim.warmup_epochs > 0:

@@ -49,3 +49,8 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(modules, modes, strict=True):
             m.train(mode)
+
+
+def own_indices(n_local: int, device: torch.device) -> Tensor:
+    """Global batch index of each of this device's samples, (n_local,)."""
+    return dist.rank() * n_local + torch.arange(n_local, device=device)

@@ -23,15 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lightly_amix.checkpoints import (
-    backbone_from_checkpoint,
-    load_checkpoint,
-    load_state_dict_strict,
-    sub_state_dict,
-)
+from lightly_amix.checkpoints import backbone_from_checkpoint, load_checkpoint, sub_state_dict
 from lightly_amix.data import DATASET_SPLITS, build_dataset, default_image_size, eval_transform
 from lightly_amix.mixing.mix_block import MixBlock, MixBlockConfig
 from lightly_amix.models.backbones import RESNETS, ResNetBackbone
+from lightly_amix.state_dicts import load_state_dict_strict
 from lightly_amix.viz import mixup_grid, normalize
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")

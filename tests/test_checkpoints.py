@@ -4,12 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from lightly_amix.checkpoints import (
-    backbone_from_checkpoint,
-    backbone_from_checkpoint_with_report,
-    load_state_dict_strict,
-)
+from lightly_amix.checkpoints import backbone_from_checkpoint, backbone_from_checkpoint_with_report
 from lightly_amix.models.backbones import ResNetBackbone
+from lightly_amix.state_dicts import load_state_dict_strict
 
 
 def test_split_batchnorm_checkpoint_gives_a_plain_backbone() -> None:

@@ -94,7 +94,10 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
             "Unknown config key 'data.colour'.*Valid keys in data: augment_on, crop_min_scale, "
             "dataset, download",
         ),
-        (["epochs=1"], "Unknown config key 'epochs'.*Valid keys in <top level>: data, method"),
+        (
+            ["epochs=1"],
+            "Unknown config key 'epochs'.*Valid keys in <top level>: data, imix, method",
+        ),
         (["trainer.epochs=many"], "Invalid value for config key 'trainer.epochs'"),
         (["model.backbone=vgg16"], "Invalid model.backbone 'vgg16'. Expected one of: resnet18"),
         (["method=simclr"], "Invalid method 'simclr'"),

@@ -94,3 +94,22 @@ def test_two_process_fixed_mixup_mixes_with_partners_from_both_ranks(
     assert torch.equal(rank0["bank"], rank1["bank"])
     for key in [k for k in rank0["backbone"] if k.endswith(("weight", "bias"))]:
         assert torch.equal(rank0["backbone"][key], rank1["backbone"][key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("method", ["imix", "unmix", "puzzlemix", "amix-simclr", "amix-byol"])
+def test_two_process_comparison_methods_mix_across_ranks(
+    method: str, fake_stl10: Path, tmp_path: Path
+) -> None:
+    """i-Mix's virtual labels span both ranks' keys; Un-Mix's mirror partner is on the other;
+    PuzzleMix (C) gathers partners' images and saliency and its ODC memory stays replicated;
+    AMix-SimCLR's in-batch negatives and AMix-BYOL's targets span both ranks."""
+    out = tmp_path / method
+    result = run_ddp(fake_stl10, out, "--method", method)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(out / "rank0.pt", weights_only=False)
+    rank1 = torch.load(out / "rank1.pt", weights_only=False)
+    assert torch.equal(rank0["bank"], rank1["bank"])
+    for key in [k for k in rank0["backbone"] if k.endswith(("weight", "bias"))]:
+        assert torch.equal(rank0["backbone"][key], rank1["backbone"][key]), key

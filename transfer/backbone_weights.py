@@ -38,7 +38,7 @@ def load_backbone_weights(
 
     Every key except ``fc.*`` must be present with the right shape, and nothing else may be
     there: the message counts and lists what is missing, unexpected or of the wrong shape
-    (:func:`lightly_amix.checkpoints.load_state_dict_strict`, as the evaluation recipes).
+    (:func:`lightly_amix.state_dicts.load_state_dict_strict`, as the evaluation recipes).
     Loaded with ``torch.load(weights_only=True)``.
 
     Args:
@@ -128,7 +128,7 @@ def load_backbone_weights_detailed(
         )
     # Imported here, not at the top: lightly_amix pulls in Lightning (seconds), which the
     # fine-tuning does not otherwise need.
-    from lightly_amix.checkpoints import load_state_dict_strict
+    from lightly_amix.state_dicts import load_state_dict_strict
 
     try:
         missing, unexpected = load_state_dict_strict(

@@ -272,7 +272,7 @@ def convert(
     if missing and not allow_partial:
         # The package's wording for weights that do not match (imported only here: it pulls in
         # Lightning).
-        from lightly_amix.checkpoints import state_dict_mismatch_message
+        from lightly_amix.state_dicts import state_dict_mismatch_message
 
         expected = (
             "a complete ResNet-50 (a last.ckpt or backbone.pt as recipes/pretrain_*.py writes "

@@ -20,6 +20,8 @@
 set -euo pipefail
 
 D2_SDIST="detectron2-cdo==0.5"
+D2_FILE="detectron2_cdo-0.5.tar.gz"
+D2_SHA256="53c9e79e9cc943e80419c588ea44b5479507a8628ed14a4e06bd093e29311b18"
 STUB_MARKER="lightly-amix CPU stub"
 PYTHON="${PYTHON:-python}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,12 +81,42 @@ else
     trap 'rm -rf "$workdir"' EXIT
 
     echo "== downloading the $D2_SDIST sdist"
-    # Preparing the sdist's metadata runs its setup.py, which imports torch: no build isolation.
-    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
-        "$D2_SDIST" -d "$workdir" \
-        || die "pip could not download $D2_SDIST (is PyPI reachable?)."
-    sdist=("$workdir"/detectron2_cdo-0.5.tar.gz)
-    [[ -f "${sdist[0]}" ]] || die "pip did not leave detectron2_cdo-0.5.tar.gz in $workdir."
+    # Fetched from the package index by hand, not with 'pip download': pip 25+ prepares the
+    # sdist's metadata and refuses it, because an optional extra of detectron2-cdo names a direct
+    # URL. The file is checked against its published sha256.
+    "$PYTHON" - "$workdir" "$D2_FILE" "$D2_SHA256" <<'PYEOF' \
+        || die "could not download $D2_FILE from the package index (is PyPI reachable? set PIP_INDEX_URL for a mirror)."
+import hashlib, os, re, ssl, subprocess, sys, urllib.parse, urllib.request
+
+workdir, filename, sha256 = sys.argv[1:4]
+index = os.environ.get("PIP_INDEX_URL")
+if not index:
+    config = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+        capture_output=True, text=True,
+    )
+    index = config.stdout.strip() if config.returncode == 0 else ""
+index = (index or "https://pypi.org/simple").rstrip("/")
+cafile = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+context = ssl.create_default_context(cafile=cafile if cafile and os.path.exists(cafile) else None)
+page_url = f"{index}/detectron2-cdo/"
+with urllib.request.urlopen(page_url, timeout=120, context=context) as response:
+    page = response.read().decode()
+links = [m for m in re.findall(r'href="([^"]+)"', page) if filename in m]
+if not links:
+    sys.exit(f"{page_url} lists no {filename}")
+url = urllib.parse.urljoin(page_url, links[0].split("#")[0])
+with urllib.request.urlopen(url, timeout=300, context=context) as response:
+    data = response.read()
+digest = hashlib.sha256(data).hexdigest()
+if digest != sha256:
+    sys.exit(f"{url}: sha256 {digest}, expected {sha256}")
+with open(os.path.join(workdir, filename), "wb") as out:
+    out.write(data)
+print(f"   {url.split('/')[-1]}: {len(data) / 1e6:.1f} MB, sha256 verified")
+PYEOF
+    sdist=("$workdir/$D2_FILE")
+    [[ -f "${sdist[0]}" ]] || die "$D2_FILE was not written to $workdir."
     tar -xzf "${sdist[0]}" -C "$workdir"
     src="$workdir/detectron2_cdo-0.5"
 

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from lightly_amix.clustering.odc import ODCMemory
 from lightly_amix.config import ODCConfig
 from lightly_amix.losses import mixup_cross_entropy
-from lightly_amix.utils import gather
+from lightly_amix.utils import eval_mode, gather
 
 
 class ClusterPseudoLabels(nn.Module):
@@ -101,6 +101,31 @@ class ClusterPseudoLabels(nn.Module):
             keys = encode(images.to(device))
             features[gather(indices.to(device))] = gather(keys)
         self.memory.initialize(features)
+
+    def start(self, method: Any, name: str) -> None:
+        """:meth:`initialize` from a method's trainer: its data module's feature loader and its
+        momentum encoder (eval mode). Called from ``on_train_start``; a no-op once initialised.
+
+        Args:
+            method: The LightningModule (with ``trainer``, ``device``, ``backbone_momentum`` and
+                ``projection_head_momentum``).
+            name: The method's name, for the error message.
+
+        Raises:
+            RuntimeError: If the trainer has no data module with ``feature_dataloader()``.
+        """
+        if bool(self.memory.initialized):
+            return
+        datamodule = getattr(method.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "feature_dataloader"):
+            raise RuntimeError(f"{name} needs a data module with feature_dataloader().")
+
+        def encode(images: Tensor) -> Tensor:
+            keys = method.projection_head_momentum(method.backbone_momentum(images))
+            return F.normalize(keys.float(), dim=1)
+
+        with eval_mode(method.backbone_momentum, method.projection_head_momentum):
+            self.initialize(datamodule.feature_dataloader(), encode, method.device)
 
     def pair_labels(
         self, indices: Tensor, perm: Tensor, device: torch.device

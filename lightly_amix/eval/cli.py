@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2 as T
 
+from lightly_amix.cli_common import cap_workers
 from lightly_amix.data import (
     DATASET_SPLITS,
     EVAL_SPLITS,
@@ -64,10 +64,7 @@ def _parser(kind: str) -> argparse.ArgumentParser:
 
 def _cap_num_workers(args: argparse.Namespace) -> None:
     """Lowers ``--num-workers`` to the CPU cores this process may use, saying so."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if cpus and args.num_workers > cpus:
-        print(f"--num-workers {args.num_workers} > {cpus} CPUs here: using {cpus}.")
-        args.num_workers = cpus
+    args.num_workers = cap_workers(args.num_workers, "--num-workers")
 
 
 def _device(accelerator: str) -> torch.device:

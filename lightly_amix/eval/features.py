@@ -19,10 +19,10 @@ from tqdm import tqdm
 from lightly_amix.checkpoints import (
     backbone_from_checkpoint_with_report,
     load_checkpoint,
-    load_state_dict_strict,
     method_from_hparams,
 )
 from lightly_amix.models.backbones import ResNetBackbone
+from lightly_amix.state_dicts import load_state_dict_strict
 
 
 @dataclass

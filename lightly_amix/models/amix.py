@@ -162,18 +162,8 @@ class AMix(MixingMethod):
     # ----------------------------------------------------------------- start-up
     def on_train_start(self) -> None:
         """AMix-C: the ODC memory's k-means over the whole training set (once)."""
-        if self.clustering is None or bool(self.clustering.memory.initialized):
-            return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "feature_dataloader"):
-            raise RuntimeError("AMix-C needs a data module with feature_dataloader().")
-
-        def encode(images: Tensor) -> Tensor:
-            keys = self.projection_head_momentum(self.backbone_momentum(images))
-            return F.normalize(keys.float(), dim=1)
-
-        with eval_mode(self.backbone_momentum, self.projection_head_momentum):
-            self.clustering.initialize(datamodule.feature_dataloader(), encode, self.device)
+        if self.clustering is not None:
+            self.clustering.start(self, "AMix-C")
 
     # ----------------------------------------------------------------- pieces
     @torch.no_grad()

@@ -3,7 +3,9 @@
 :class:`MixupClassifier` is a ResNet and a linear classifier trained with cross-entropy on clean
 images (``vanilla``) or with the mixup cross-entropy ``λ CE(f(x̃), y_i) + (1 − λ) CE(f(x̃), y_j)``
 on images mixed by a fixed mixup of :mod:`lightly_amix.mixing` (MixUp, CutMix, ManifoldMix,
-SaliencyMix, FMix, ResizeMix; the effective λ of each mix).
+SaliencyMix, FMix, ResizeMix, PuzzleMix; the effective λ of each mix). PuzzleMix's saliency is
+the input gradient of the clean batch's CE, taken in eval mode without touching the parameters'
+gradients (PuzzleMix's ``clean_lam = 0`` default).
 
 :class:`AutoMixClassifier` is the AutoMix framework (Liu et al., "AutoMix: Unveiling the Power
 of Mixup for Stronger Classifiers", ECCV 2022) with AutoMix's Mix Block (``automix``) or Mix
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,7 +60,6 @@ from lightly.models.utils import (
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 
-from lightly_amix.checkpoints import load_state_dict_strict
 from lightly_amix.classifier_config import (
     CLASSIFIER_METHODS,
     ClassifierMixingConfig,
@@ -70,10 +72,15 @@ from lightly_amix.mixing.learned import LearnedMixup
 from lightly_amix.mixing.manifold import ManifoldMix
 from lightly_amix.mixing.masks import mask_diagnostics
 from lightly_amix.mixing.mix_block import MixBlockConfig
+from lightly_amix.mixing.puzzle import input_saliency
 from lightly_amix.mixing.registry import build_mixup
 from lightly_amix.models.backbones import ResNetBackbone
 from lightly_amix.models.base import _as_config
+from lightly_amix.state_dicts import load_state_dict_strict
 from lightly_amix.utils import eval_mode
+
+# An EMA over fewer steps than this follows the online network closely in any run.
+_SHORT_HORIZON = 10.0
 
 
 def topk_correct(logits: Tensor, y: Tensor, k: int) -> Tensor:
@@ -89,7 +96,7 @@ class MixupClassifier(pl.LightningModule):
     Args:
         num_classes: Number of classes.
         method: ``vanilla`` or a fixed mixup (``mixup``, ``cutmix``, ``manifoldmix``,
-            ``saliencymix``, ``fmix``, ``resizemix``).
+            ``saliencymix``, ``fmix``, ``resizemix``, ``puzzlemix``).
         model: Backbone settings (and optional pre-trained weights).
         optim: SGD settings.
         mixing: λ distribution (``alpha``).
@@ -172,7 +179,10 @@ class MixupClassifier(pl.LightningModule):
             self.log_terms({"loss": loss, "acc": topk_correct(logits, y, 1)}, x.shape[0])
             return loss
         perm, lam = self.partners(x.shape[0]), self.draw_lambda(x.shape[0])
-        out = self.mixup(x, perm, lam)
+        if getattr(self.mixup, "needs_saliency", False):
+            out = self.mixup(x, perm, lam, saliency=self.saliency(x, y))
+        else:
+            out = self.mixup(x, perm, lam)
         if isinstance(self.mixup, ManifoldMix):
             assert out.stage is not None
             logits = self.head(self.backbone.forward_manifold(x, out.stage, perm, out.lam))
@@ -181,6 +191,11 @@ class MixupClassifier(pl.LightningModule):
         loss = mixup_cross_entropy(logits, y, y[perm], out.lam)
         self.log_terms({"loss": loss, "lam": out.lam.mean()}, x.shape[0])
         return loss
+
+    def saliency(self, x: Tensor, y: Tensor) -> Tensor:
+        """PuzzleMix's saliency of the clean images (N, H, W), from the CE in eval mode."""
+        with eval_mode(self.backbone, self.head):
+            return input_saliency(lambda images: F.cross_entropy(self(images).float(), y), x)
 
     def log_terms(self, terms: Mapping[str, Tensor], batch_size: int) -> None:
         """Logs scalars; stops with a clear error when a loss is not finite."""
@@ -281,6 +296,25 @@ class AutoMixClassifier(MixupClassifier):
         return {"": ([self.backbone, self.head], 1.0),
                 "mix_block_": ([self.mix_block], self.mixing_cfg.block_lr_scale)}  # fmt: skip
 
+    def on_train_start(self) -> None:
+        """Warns when the momentum network would stay close to its initialisation.
+
+        The Mix Block learns through the momentum network; with an EMA horizon 1 / (1 − m)
+        that is a large share of the run (0.999: 1,000 steps), it learns through a mostly
+        untrained network and its masks stay near-uniform (benchmarks/RESULTS.md,
+        "Supervised Fashion-MNIST").
+        """
+        total = int(self.trainer.estimated_stepping_batches)
+        horizon = 1.0 / max(1.0 - self.mixing_cfg.momentum, 1e-12)
+        if horizon > max(0.1 * total, _SHORT_HORIZON):
+            warnings.warn(
+                f"mixing.momentum {self.mixing_cfg.momentum} averages over ~{horizon:.0f} steps, "
+                f"more than 10% of this run's {total}: the Mix Block would learn through a "
+                "mostly untrained momentum network and its masks stay near-uniform. For short "
+                f"runs use e.g. --set mixing.momentum={_short_run_momentum(total)}.",
+                stacklevel=2,
+            )
+
     def current_momentum(self) -> float:
         """EMA momentum of this step: cosine from ``momentum`` to ``momentum_end``."""
         start, end = self.mixing_cfg.momentum, self.mixing_cfg.momentum_end
@@ -344,6 +378,11 @@ class AutoMixClassifier(MixupClassifier):
         logits = self.head_momentum(self.backbone_momentum(x))
         self.log("val/top1_ema", 100 * topk_correct(logits, y, 1), batch_size=x.shape[0],
                  sync_dist=True)  # fmt: skip
+
+
+def _short_run_momentum(total_steps: int) -> float:
+    """A momentum whose EMA horizon is about 5% of the run (at most 0.999)."""
+    return round(min(0.999, 1.0 - 1.0 / max(0.05 * total_steps, 10.0)), 3)
 
 
 def build_classifier(

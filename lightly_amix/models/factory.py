@@ -14,8 +14,14 @@ import warnings
 from lightly_amix.config import FIXED_MIXUPS, PretrainConfig, uses_pseudo_labels
 from lightly_amix.models.amix import AMix
 from lightly_amix.models.base import MomentumContrastMethod
+from lightly_amix.models.byol import BYOL, AMixBYOL
+from lightly_amix.models.imix import IMix
 from lightly_amix.models.mix_moco import MixMoCo
+from lightly_amix.models.mochi import MoCHi
 from lightly_amix.models.mocov2 import MoCoV2
+from lightly_amix.models.puzzlemix import PuzzleMixMoCo
+from lightly_amix.models.simclr import AMixSimCLR, SimCLR
+from lightly_amix.models.unmix import UnMix
 
 
 def build_model(cfg: PretrainConfig, num_samples: int) -> MomentumContrastMethod:
@@ -23,7 +29,8 @@ def build_model(cfg: PretrainConfig, num_samples: int) -> MomentumContrastMethod
 
     Args:
         cfg: The run's config.
-        num_samples: Size of the training set (AMix-C's clustering memory has one row each).
+        num_samples: Size of the training set (the clustering memory of AMix-C and PuzzleMix (C)
+            has one row each).
 
     Raises:
         ValueError: If the method is unknown.
@@ -34,6 +41,22 @@ def build_model(cfg: PretrainConfig, num_samples: int) -> MomentumContrastMethod
         model = MoCoV2(cfg.model, cfg.optim, batch_size=batch)
     elif cfg.method in FIXED_MIXUPS:
         model = MixMoCo(cfg.model, cfg.optim, batch, cfg.mixing, mixup=cfg.method)
+    elif cfg.method == "mochi":
+        model = MoCHi(cfg.model, cfg.optim, batch, cfg.mochi)
+    elif cfg.method == "imix":
+        model = IMix(cfg.model, cfg.optim, batch, cfg.mixing, cfg.imix)
+    elif cfg.method == "unmix":
+        model = UnMix(cfg.model, cfg.optim, batch, cfg.mixing)
+    elif cfg.method == "simclr":
+        model = SimCLR(cfg.model, cfg.optim, batch)
+    elif cfg.method == "amix-simclr":
+        model = AMixSimCLR(cfg.model, cfg.optim, batch, cfg.mixing, cfg.mix_block)
+    elif cfg.method == "byol":
+        model = BYOL(cfg.model, cfg.optim, batch)
+    elif cfg.method == "amix-byol":
+        model = AMixBYOL(cfg.model, cfg.optim, batch, cfg.mixing, cfg.mix_block)
+    elif cfg.method == "puzzlemix":
+        model = PuzzleMixMoCo(cfg.model, cfg.optim, batch, cfg.mixing, cfg.odc, num_samples)
     elif cfg.method in ("amix-i", "amix-c"):
         if cfg.method == "amix-c" and not uses_pseudo_labels(cfg.mixing.block_loss):
             warnings.warn(

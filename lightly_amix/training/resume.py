@@ -26,7 +26,8 @@ import torch
 from lightly.models.modules.memory_bank import MemoryBankModule
 from torch import Tensor, nn
 
-from lightly_amix.checkpoints import compare_state_dicts, method_from_hparams
+from lightly_amix.checkpoints import method_from_hparams
+from lightly_amix.state_dicts import compare_state_dicts
 from lightly_amix.training.checkpoint_io import (
     MEMORY_BANKS_KEY,
     non_finite_summary,

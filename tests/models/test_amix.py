@@ -346,5 +346,7 @@ def test_a_seeded_step_gives_the_losses_recorded_before_the_refactors(
     )
     got = {key: float(value) for key, value in terms.items()} | {"loss": float(loss)}
     assert got.keys() == expected.keys()
+    # The tolerance covers reductions summed in another order (other thread counts: 2e-6
+    # seen); any change of the computation moves these losses by orders of magnitude more.
     for key, value in expected.items():
-        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+        assert got[key] == pytest.approx(value, rel=2e-5, abs=1e-6), key

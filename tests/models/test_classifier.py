@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -146,3 +147,12 @@ def test_pretrained_torchvision_weights_load_into_the_encoder(tmp_path: Path) ->
     assert torch.equal(
         model.backbone.resnet.layer4[1].conv2.weight, reference.layer4[1].conv2.weight
     )
+
+
+def test_a_short_run_with_the_papers_momentum_warns() -> None:
+    with pytest.warns(UserWarning, match=r"averages over ~1000 steps, more than 10% of this run"):
+        fit(AutoMixClassifier(CLASSES, "amix"), steps=1)
+    mixing = ClassifierMixingConfig(momentum=0.5)  # a 2-step horizon: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fit(AutoMixClassifier(CLASSES, "amix", mixing=mixing), steps=1)

@@ -216,7 +216,24 @@ def test_the_config_file_decides_the_method_unless_method_is_given() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "method",
-    ["amix-i", "amix-c", "mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifoldmix"],
+    [
+        "amix-i",
+        "amix-c",
+        "mixup",
+        "cutmix",
+        "fmix",
+        "resizemix",
+        "saliencymix",
+        "manifoldmix",
+        "mochi",
+        "imix",
+        "unmix",
+        "puzzlemix",
+        "simclr",
+        "amix-simclr",
+        "byol",
+        "amix-byol",
+    ],  # fmt: skip
 )
 def test_every_method_runs_from_its_shipped_config(
     method: str, fake_stl10: Path, tmp_path: Path

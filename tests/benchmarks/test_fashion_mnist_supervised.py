@@ -1,0 +1,43 @@
+"""benchmarks/fashion_mnist_supervised.py on a tiny Fashion-MNIST in the real idx format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import write_fashion_mnist
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fashion_mnist_supervised.py"
+
+
+@pytest.mark.slow
+def test_the_table_holds_every_method_with_mask_statistics_and_grids(tmp_path: Path) -> None:
+    fake = write_fashion_mnist(tmp_path / "fm", sizes=(40, 20))
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data-root", str(fake.folder), "--output-dir", str(out),
+         "--methods", "vanilla", "amix", "--seeds", "0", "--epochs", "2", "--subset", "20",
+         "--test-subset", "10", "--batch-size", "5", "--precision", "32-true",
+         "--accelerator", "cpu", "--workers", "0"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["vanilla", "amix"]
+    amix = rows[1]
+    assert amix["epochs"] == [0, 1] and 0 <= amix["median"] <= 100
+    assert 0 <= amix["mask_std_first"] <= 0.5 and 0 <= amix["mask_std_last"] <= 0.5
+    assert (out / "amix_seed0" / "grid.png").is_file()
+    table = (out / "results.md").read_text()
+    assert "| vanilla | 0 |" in table and "(1.00×)" in table
+    assert f"{amix['mask_std_first']:.3f} → {amix['mask_std_last']:.3f}" in table
+    # A second call finds the results and trains nothing.
+    again = subprocess.run([sys.executable, str(SCRIPT), "--data-root", str(fake.folder),
+                            "--output-dir", str(out), "--methods", "vanilla", "amix", "--seeds",
+                            "0", "--epochs", "2", "--subset", "20", "--test-subset", "10"],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0 and "Writing to" not in again.stdout
