@@ -100,7 +100,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ),
         (["trainer.epochs=many"], "Invalid value for config key 'trainer.epochs'"),
         (["model.backbone=vgg16"], "Invalid model.backbone 'vgg16'. Expected one of: resnet18"),
-        (["method=simclr"], "Invalid method 'simclr'"),
+        (["method=dino"], "Invalid method 'dino'"),
         (["data.augment_on=gpu"], "Invalid data.augment_on 'gpu'. Expected one of: auto, loader"),
         (["data.crop_min_scale=0"], r"Invalid data.crop_min_scale 0.0: expected .* \(0, 1\]"),
         (["model.momentum=1.5"], "model.momentum"),

@@ -36,14 +36,11 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad
 from torch import Tensor, nn
 
-from lightly_amix.config import MixingConfig, ModelConfig, OptimConfig
+from lightly_amix.config import ModelConfig, OptimConfig
 from lightly_amix.losses import mixup_bce
-from lightly_amix.mixing.base import sample_lambda
-from lightly_amix.mixing.learned import LearnedMixup
-from lightly_amix.mixing.masks import mask_diagnostics
-from lightly_amix.mixing.mix_block import MixBlockConfig
-from lightly_amix.models.base import MomentumContrastMethod, _as_config
-from lightly_amix.utils import eval_mode, gather, global_partners, own_indices
+from lightly_amix.models.base import MomentumContrastMethod
+from lightly_amix.models.learned_mixup_method import LearnedMixupMethod
+from lightly_amix.utils import gather, global_partners
 
 
 class BYOL(MomentumContrastMethod):
@@ -106,7 +103,7 @@ def weighted_negative_cosine(p: Tensor, t_i: Tensor, t_j: Tensor, lam: Tensor) -
     return -(lam * cos_i + (1 - lam) * cos_j).mean()
 
 
-class AMixBYOL(BYOL):
+class AMixBYOL(LearnedMixupMethod, BYOL):
     """BYOL + AMix's learned mixup (see the module docstring for the objective).
 
     Args:
@@ -117,52 +114,20 @@ class AMixBYOL(BYOL):
         mix_block: Mix Block switches (Mix Block+ by default).
     """
 
-    def __init__(
-        self,
-        model: ModelConfig | Mapping[str, Any] | None = None,
-        optim: OptimConfig | Mapping[str, Any] | None = None,
-        batch_size: int = 256,
-        mixing: MixingConfig | Mapping[str, Any] | None = None,
-        mix_block: MixBlockConfig | Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(model, optim, batch_size)
-        self.mixing_cfg: MixingConfig = _as_config(mixing or MixingConfig(), MixingConfig)
-        self.block_cfg: MixBlockConfig = _as_config(mix_block or MixBlockConfig(), MixBlockConfig)
-        self.save_hyperparameters(
-            {"mixing": vars(self.mixing_cfg).copy(), "mix_block": vars(self.block_cfg).copy()}
-        )
-        self.mix_block = LearnedMixup(self.backbone.stage3_dim, self.block_cfg)
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [*super().trainable_modules(), self.mix_block]
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        self.update_momentum_encoders()
-        loss, terms, (mask2, lam2, lam_eff) = self.compute_losses(batch)
-        self.log_terms({"loss": loss, **terms})
-        for name, value in mask_diagnostics(mask2.detach(), lam2).items():
-            self.log(f"train/{name}", value)
-        self.log("train/lam", lam_eff.mean())
-        self.log_common()
-        return loss
-
     def compute_losses(
         self, batch: Any
     ) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
-        """One step's losses without logging or momentum update (as ``AMix.compute_losses``)."""
+        """The step's losses (see :meth:`LearnedMixupMethod.compute_losses`)."""
         x0, x1 = batch[0]
         n, t = x0.shape[0], self.model_cfg.temperature
         loss_byol, t1 = self.byol_loss(x0, x1)
         targets = gather(t1)  # (N_global, D)
         keys = F.normalize(targets.float(), dim=1)
-        with torch.no_grad(), eval_mode(self.backbone_momentum):
-            z = self.backbone_momentum.forward_stage3(x0)  # (N, C, h, w)
-        images, maps = gather(x0), gather(z)
-        own = own_indices(n, x0.device)
+        z, images, maps, own = self.block_inputs(x0)
 
         # Backbone: predict the λ-weighted targets of both sources from the Mix Block's mix.
         perm = global_partners(n, x0.device)
-        lam = sample_lambda(n, self.mixing_cfg.alpha).to(self.device)
+        lam = self.draw_lambda(n)
         x_mix, _, lam_eff = self.mix_block.backbone_sample(x0, images[perm], z, maps[perm], lam)
         loss_mix = weighted_negative_cosine(
             self.predict(x_mix), targets[own], targets[perm], lam_eff
@@ -170,12 +135,11 @@ class AMixBYOL(BYOL):
 
         # Mix Block: its own mix through the frozen target network, two-positive BCE.
         perm2 = global_partners(n, x0.device)
-        lam2 = sample_lambda(n, self.mixing_cfg.alpha).to(self.device)
+        lam2 = self.draw_lambda(n)
         x_mb, mask2, loss_mask = self.mix_block.block_sample(
             x0, images[perm2], z, maps[perm2], lam2
         )
-        with eval_mode(self.backbone_momentum, self.projection_head_momentum):
-            q_mb = F.normalize(self.projection_head_momentum(self.backbone_momentum(x_mb)), dim=1)
+        q_mb = self.frozen_projection(x_mb)
         loss_block_bce = mixup_bce(q_mb, keys[own], keys[perm2], lam2, t)
         loss_block = self.mixing_cfg.block_weight * loss_block_bce + loss_mask
 

@@ -35,16 +35,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightly.loss import NTXentLoss
-from torch import Tensor, nn
+from torch import Tensor
 
-from lightly_amix.config import MixingConfig, ModelConfig, OptimConfig
+from lightly_amix.config import ModelConfig, OptimConfig
 from lightly_amix.losses import mixup_bce, mixup_info_nce
-from lightly_amix.mixing.base import sample_lambda
-from lightly_amix.mixing.learned import LearnedMixup
-from lightly_amix.mixing.masks import mask_diagnostics
-from lightly_amix.mixing.mix_block import MixBlockConfig
-from lightly_amix.models.base import MomentumContrastMethod, _as_config
-from lightly_amix.utils import eval_mode, gather, global_partners, own_indices
+from lightly_amix.models.base import MomentumContrastMethod
+from lightly_amix.models.learned_mixup_method import LearnedMixupMethod
+from lightly_amix.utils import gather, global_partners
 
 
 def pair_mask(own: Tensor, partners: Tensor, n_global: int) -> Tensor:
@@ -88,7 +85,7 @@ class SimCLR(MomentumContrastMethod):
         return loss
 
 
-class AMixSimCLR(SimCLR):
+class AMixSimCLR(LearnedMixupMethod, SimCLR):
     """SimCLR + AMix's learned mixup (see the module docstring for the objective).
 
     Args:
@@ -99,52 +96,15 @@ class AMixSimCLR(SimCLR):
         mix_block: Mix Block switches (Mix Block+ by default).
     """
 
-    def __init__(
-        self,
-        model: ModelConfig | Mapping[str, Any] | None = None,
-        optim: OptimConfig | Mapping[str, Any] | None = None,
-        batch_size: int = 256,
-        mixing: MixingConfig | Mapping[str, Any] | None = None,
-        mix_block: MixBlockConfig | Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(model, optim, batch_size)
-        self.mixing_cfg: MixingConfig = _as_config(mixing or MixingConfig(), MixingConfig)
-        self.block_cfg: MixBlockConfig = _as_config(mix_block or MixBlockConfig(), MixBlockConfig)
-        self.save_hyperparameters(
-            {"mixing": vars(self.mixing_cfg).copy(), "mix_block": vars(self.block_cfg).copy()}
-        )
-        self.mix_block = LearnedMixup(self.backbone.stage3_dim, self.block_cfg)
-
-    def trainable_modules(self) -> list[nn.Module]:
-        return [*super().trainable_modules(), self.mix_block]
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        self.update_momentum_encoders()
-        loss, terms, (mask2, lam2, lam_eff) = self.compute_losses(batch)
-        self.log_terms({"loss": loss, **terms})
-        for name, value in mask_diagnostics(mask2.detach(), lam2).items():
-            self.log(f"train/{name}", value)
-        self.log("train/lam", lam_eff.mean())
-        self.log_common()
-        return loss
-
     def compute_losses(
         self, batch: Any
     ) -> tuple[Tensor, dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
-        """One step's losses without logging or momentum update.
-
-        Returns:
-            The total loss, the named terms, and the Mix Block's mask, its λ' and the
-            backbone sample's effective λ (for the diagnostics).
-        """
+        """The step's losses (see :meth:`LearnedMixupMethod.compute_losses`)."""
         x0, x1 = batch[0]
         n, t = x0.shape[0], self.model_cfg.temperature
         loss_simclr, _, z1 = self.simclr_loss(x0, x1)
         keys = gather(z1.detach())  # (N_global, D): the second views, positives and negatives
-        with torch.no_grad(), eval_mode(self.backbone_momentum):
-            z = self.backbone_momentum.forward_stage3(x0)  # (N, C, h, w)
-        images, maps = gather(x0), gather(z)
-        own = own_indices(n, x0.device)
+        z, images, maps, own = self.block_inputs(x0)
 
         # Backbone: the Mix Block's detached, λ-adjusted mask.
         perm = global_partners(n, x0.device)
@@ -160,8 +120,7 @@ class AMixSimCLR(SimCLR):
         x_mb, mask2, loss_mask = self.mix_block.block_sample(
             x0, images[perm2], z, maps[perm2], lam2
         )
-        with eval_mode(self.backbone_momentum, self.projection_head_momentum):
-            q_mb = F.normalize(self.projection_head_momentum(self.backbone_momentum(x_mb)), dim=1)
+        q_mb = self.frozen_projection(x_mb)
         drop2 = pair_mask(own, perm2, keys.shape[0])
         loss_block_infonce = mixup_info_nce(q_mb, keys[own], keys[perm2], keys, lam2, t, drop2)
         loss_block_bce = mixup_bce(q_mb, keys[own], keys[perm2], lam2, t)
@@ -177,7 +136,3 @@ class AMixSimCLR(SimCLR):
             "loss_block_bce": loss_block_bce,
         }
         return loss, terms, (mask2, lam2, lam_eff)
-
-    def draw_lambda(self, n: int) -> Tensor:
-        """λ ~ Beta(α, α) per sample (drawn on the CPU, then moved to the device)."""
-        return sample_lambda(n, self.mixing_cfg.alpha).to(self.device)
