@@ -27,6 +27,7 @@ from lightly_amix.config import (
     validate_trainer,
 )
 from lightly_amix.mixing.mix_block import MixBlockConfig
+from lightly_amix.mixing.puzzle import require_graph_cut
 
 FIXED_METHODS = (
     "mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix", "puzzlemix"
@@ -157,6 +158,8 @@ AUGMENTS = ("auto", "crop", "resized_crop")
 def validate_classifier(cfg: ClassifierConfig) -> None:
     """Checks values that types alone cannot check; raises ValueError naming the key."""
     _choice(cfg.method, CLASSIFIER_METHODS, "method")
+    if cfg.method == "puzzlemix":
+        require_graph_cut()
     _choice(cfg.model.backbone, BACKBONES, "model.backbone")
     _choice(cfg.data.augment, AUGMENTS, "data.augment")
     _positive(cfg.data.image_size, "data.image_size")

@@ -29,6 +29,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from lightly_amix.mixing.block_losses import BLOCK_LOSSES, PSEUDO_LABEL_TERMS
 from lightly_amix.mixing.mix_block import MixBlockConfig
+from lightly_amix.mixing.puzzle import require_graph_cut
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 FIXED_MIXUPS = ("mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifoldmix")
@@ -468,6 +469,8 @@ def validate_trainer(t: TrainerConfig) -> None:
 def validate(cfg: PretrainConfig) -> None:
     """Checks values that types alone cannot check; raises ValueError naming the key."""
     _choice(cfg.method, METHODS, "method")
+    if cfg.method == "puzzlemix":
+        require_graph_cut()
     _choice(cfg.data.augment_on, AUGMENT_ON_CHOICES, "data.augment_on")
     if not 0.0 < cfg.data.crop_min_scale <= 1.0:
         raise ValueError(

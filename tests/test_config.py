@@ -1,8 +1,10 @@
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from lightly_amix.classifier_config import ClassifierConfig, validate_classifier
 from lightly_amix.config import METHODS as CONFIG_METHODS
 from lightly_amix.config import PretrainConfig, load_config, recipe_config_files, to_yaml
 
@@ -137,3 +139,17 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(ValueError, match="must hold a mapping"):
         load_config(path)
+
+
+def test_puzzlemix_without_its_graph_cut_extra_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The missing optional dependency stops a run when its config is checked (exit 2 in the
+    recipes), before any data is read."""
+    monkeypatch.setitem(sys.modules, "gco", None)  # importlib then finds no gco
+    with pytest.raises(ValueError, match=r"gco-wrapper: pip install 'lightly-amix\[puzzlemix\]'"):
+        _recipe("stl10", "puzzlemix")
+    with pytest.raises(ValueError, match="gco-wrapper"):
+        validate_classifier(ClassifierConfig(method="puzzlemix"))
+    monkeypatch.delitem(sys.modules, "gco")
+    assert _recipe("stl10", "puzzlemix").method == "puzzlemix"  # with the extra installed

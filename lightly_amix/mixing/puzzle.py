@@ -52,6 +52,7 @@ Examples:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,15 +68,28 @@ _EPS = 1e-8
 _CUT_SCALE = 1000.0
 
 
+GCO_MISSING = (
+    "PuzzleMix needs the graph-cut library gco-wrapper: pip install 'lightly-amix[puzzlemix]' "
+    "(or pip install gco-wrapper)."
+)
+
+
+def require_graph_cut() -> None:
+    """Raises ValueError (:data:`GCO_MISSING`) unless gco-wrapper can be imported.
+
+    The configs call it when they are checked, so that a missing extra ends a run before any
+    data is read, not at its first training step.
+    """
+    if importlib.util.find_spec("gco") is None:
+        raise ValueError(GCO_MISSING)
+
+
 def _gco() -> Any:
     """The ``gco`` module of gco-wrapper, or a clear ImportError naming the extra."""
     try:
         import gco
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "PuzzleMix needs the graph-cut library gco-wrapper: pip install "
-            "'lightly-amix[puzzlemix]' (or pip install gco-wrapper)."
-        ) from err
+        raise ImportError(GCO_MISSING) from err
     return gco
 
 

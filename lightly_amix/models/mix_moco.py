@@ -28,14 +28,24 @@ from lightly_amix.models.mixing_method import MixingMethod
 from lightly_amix.utils import global_partners
 
 
-def mix_with_partners(mixup: Mixup, images: Tensor, partners: Tensor, lam: Tensor) -> MixOutput:
+def mix_with_partners(
+    mixup: Mixup,
+    images: Tensor,
+    partners: Tensor,
+    lam: Tensor,
+    saliency: tuple[Tensor, Tensor] | None = None,
+) -> MixOutput:
     """Mixes ``images[n]`` with ``partners[n]`` (the first n rows of a 2n mixing batch).
 
     Used under DDP, where a partner may live on another device; one process mixes its batch
-    with a permutation directly.
+    with a permutation directly. ``saliency`` (of the images and of the partners, (N, H, W)
+    each) goes to mixups that need it (PuzzleMix).
     """
     n = images.shape[0]
-    out = mixup(*pair_batch(images, partners, lam))
+    if saliency is None:
+        out = mixup(*pair_batch(images, partners, lam))
+    else:
+        out = mixup(*pair_batch(images, partners, lam), saliency=torch.cat(saliency))
     mask = None if out.mask is None else out.mask[:n]
     return MixOutput(images=out.images[:n], lam=out.lam[:n], mask=mask, stage=out.stage)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from lightly.utils import dist
 from torch import Tensor, nn
@@ -34,9 +33,10 @@ from torch import Tensor, nn
 from lightly_amix.clustering.pseudo_labels import ClusterPseudoLabels
 from lightly_amix.config import MixingConfig, ModelConfig, ODCConfig, OptimConfig
 from lightly_amix.losses import mixup_info_nce
-from lightly_amix.mixing.base import MixOutput, pair_batch
+from lightly_amix.mixing.base import MixOutput
 from lightly_amix.mixing.puzzle import PuzzleMix, input_saliency
 from lightly_amix.models.base import _as_config
+from lightly_amix.models.mix_moco import mix_with_partners
 from lightly_amix.models.mixing_method import MixingMethod
 from lightly_amix.utils import eval_mode, gather, global_partners
 
@@ -116,11 +116,7 @@ class PuzzleMixMoCo(MixingMethod):
         """
         if perm_local is not None:
             return self.mixup(x_q, perm_local, lam, saliency=sal_q)
-        n = x_q.shape[0]
-        both, swap, lam2 = pair_batch(x_q, x_partner, lam)
-        out = self.mixup(both, swap, lam2, saliency=torch.cat([sal_q, sal_partner]))
-        assert out.mask is not None
-        return MixOutput(images=out.images[:n], lam=out.lam[:n], mask=out.mask[:n])
+        return mix_with_partners(self.mixup, x_q, x_partner, lam, saliency=(sal_q, sal_partner))
 
     # ----------------------------------------------------------------- step
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
