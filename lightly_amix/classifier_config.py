@@ -103,6 +103,10 @@ class ClassifierOptimConfig:
     warmup_epochs: int = 0
 
 
+BLOCK_BN_MODES = ("batch", "running")
+BLOCK_LAMBDA_MODES = ("sample", "batch")
+
+
 @dataclass
 class ClassifierMixingConfig:
     """Mixup settings of the supervised methods.
@@ -114,6 +118,12 @@ class ClassifierMixingConfig:
         degenerate_margin: The backbone's sample of ``automix`` / ``amix`` is a plain MixUp when
             λ is within this of 0 or 1 (AutoMix's ``lam_margin``, 0.08).
         block_lr_scale: The Mix Block's learning rate as a multiple of the network's.
+        block_bn: BatchNorm of the frozen momentum network when the Mix Block learns through
+            it: ``batch`` (batch statistics, not updated: AutoMix's code runs it in train mode)
+            or ``running`` (eval mode, its running statistics).
+        block_lam: λ' of the Mix Block's own sample: one per ``sample`` (the mask must then
+            follow each sample's λ') or one per ``batch`` (AutoMix's code; the block can then
+            meet λ' with one batch-wide shift of its output and saturates, RESULTS.md).
         grid_every_n_epochs: Save a PNG grid of mixed samples every N epochs (0: never).
     """
 
@@ -122,6 +132,8 @@ class ClassifierMixingConfig:
     momentum_end: float = 1.0
     degenerate_margin: float = 0.08
     block_lr_scale: float = 1.0
+    block_bn: str = "batch"
+    block_lam: str = "sample"
     grid_every_n_epochs: int = 0
 
 
@@ -174,6 +186,11 @@ def validate_classifier(cfg: ClassifierConfig) -> None:
     _positive(cfg.mixing.alpha, "mixing.alpha")
     _positive(cfg.mixing.block_lr_scale, "mixing.block_lr_scale")
     _positive(cfg.mixing.grid_every_n_epochs, "mixing.grid_every_n_epochs", allow_zero=True)
+    if cfg.mixing.block_bn not in BLOCK_BN_MODES:
+        raise ValueError(
+            f"Invalid mixing.block_bn {cfg.mixing.block_bn!r}: expected one of "
+            f"{', '.join(BLOCK_BN_MODES)} (batch: AutoMix's train-mode BatchNorm)."
+        )
     _positive(cfg.last_epochs, "last_epochs")
     if not 0.0 <= cfg.mixing.momentum <= cfg.mixing.momentum_end <= 1.0:
         raise ValueError(

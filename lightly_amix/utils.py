@@ -1,5 +1,5 @@
 """Small helpers shared by the methods and the clustering: gathering across devices, partners,
-eval mode.
+eval mode, batch-statistics mode.
 
 Examples:
     >>> perm = global_partners(n_local=8, device=torch.device("cpu"))  # (8,) global indices
@@ -49,6 +49,47 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(modules, modes, strict=True):
             m.train(mode)
+
+
+@contextlib.contextmanager
+def batch_stats_mode(*modules: nn.Module) -> Iterator[None]:
+    """Train mode whose BatchNorm layers normalise with batch statistics but do not update them.
+
+    For a frozen network that the gradient passes through (AutoMix's momentum network when the
+    Mix Block learns through it): AutoMix's code runs it in train mode, so BatchNorm uses the
+    statistics of the mixed batch; eval mode would use running statistics that, early in a run,
+    belong to quickly changing EMA weights and can give exploding logits (a mixup CE of 40–70
+    at step 20–40 on Fashion-MNIST, ``benchmarks/RESULTS.md``). Unlike AutoMix's code, the
+    running statistics (and ``num_batches_tracked``) are left as they were, so mixed images
+    never enter them. Implemented by setting each BatchNorm's ``momentum`` to 0 for the
+    duration (``running ← (1 − 0) running + 0 · batch``).
+    """
+    modes = [m.training for m in modules]
+    norms = [
+        layer
+        for m in modules
+        for layer in m.modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
+    ]
+    saved = [(layer.momentum, _tracked(layer).clone()) for layer in norms]
+    for m in modules:
+        m.train()
+    for layer in norms:
+        layer.momentum = 0.0
+    try:
+        yield
+    finally:
+        for layer, (momentum, tracked) in zip(norms, saved, strict=True):
+            layer.momentum = momentum
+            _tracked(layer).copy_(tracked)
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)
+
+
+def _tracked(layer: nn.modules.batchnorm._BatchNorm) -> Tensor:
+    """A BatchNorm's ``num_batches_tracked`` (present when it tracks running statistics)."""
+    assert layer.num_batches_tracked is not None
+    return layer.num_batches_tracked
 
 
 def own_indices(n_local: int, device: torch.device) -> Tensor:

@@ -216,11 +216,25 @@ class MixBlock(nn.Module):
 
         ``torch.clamp`` passes no gradient at its bounds, and γ starts exactly at the lower
         bound 0: a plain clamp would leave γ at 0 for the whole run and the Mix Block blind to
-        λ. The value is clamped; the gradient reaches γ as if it were not.
+        λ. The value is clamped; the gradient reaches γ as if it were not. The parameter itself
+        is projected back into [0, 1] at each training forward (:meth:`project_gamma_`).
         """
         if not self.gamma.requires_grad:
             return self.gamma.clamp(0.0, 1.0)
         return self.gamma + (self.gamma.clamp(0.0, 1.0) - self.gamma).detach()
+
+    @torch.no_grad()
+    def project_gamma_(self) -> None:
+        """Projects a learnable γ back into [0, 1] (projected gradient descent).
+
+        Without it the straight-through gradient can drive the raw parameter far outside the
+        bounds while the value used stays clamped: on Fashion-MNIST a noisy start pushed it to
+        −9 (value 0, the block blind to λ for the rest of the run) and it never came back
+        (``benchmarks/RESULTS.md``). Projected, γ sits at the bound and leaves it as soon as
+        the gradient turns.
+        """
+        if isinstance(self.gamma, nn.Parameter):
+            self.gamma.clamp_(0.0, 1.0)
 
     def encode_lambda(self, z_i: Tensor, z_j: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
         """λ-encoded maps ``(z_i', z_j')``; λ has shape (N,)."""
@@ -261,6 +275,8 @@ class MixBlock(nn.Module):
             )
         n, _, h, w = z_i.shape
         lam_t = as_lambda(lam, n, z_i.device)
+        if self.training:
+            self.project_gamma_()  # after the optimiser's last step, before γ is used
         z_i, z_j = self.encode_lambda(z_i.detach(), z_j.detach(), lam_t)
         t_i = z_i.flatten(2).transpose(1, 2)  # (N, hw, C')
         t_j = z_j.flatten(2).transpose(1, 2)  # (N, hw, C')

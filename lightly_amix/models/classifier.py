@@ -17,20 +17,27 @@ Block+ (``amix``). Each step:
 - a **momentum network**, the EMA of encoder + classifier (momentum 0.999 → 1 on a cosine
   curve, §4.1), runs the clean batch (train mode, so its BatchNorm statistics follow clean
   images) to give the stage-3 maps (l = 3) the Mix Block sees;
-- the **Mix Block** learns through the frozen momentum network (eval mode): the mixup CE of its
+- the **Mix Block** learns through the frozen momentum network: the mixup CE of its
   prediction of the Mix Block's own mixed sample (own λ', own partners), plus the mask loss.
+  As in AutoMix's code its BatchNorm normalises with the statistics of that mixed batch
+  (``mixing.block_bn=batch``); unlike there, its running statistics are not updated by it.
+  With eval mode (``block_bn=running``) the running statistics of the early, fast-changing EMA
+  weights gave exploding logits and saturated masks (``benchmarks/RESULTS.md``).
 
 Choices, where the paper and AutoMix leave them open or where this differs from AutoMix's code:
 
 - one λ per batch and one partner permutation per sample within each device's batch, as
-  mixup implementations do (``Beta(α, α)``, α = 1 by default);
+  mixup implementations do (``Beta(α, α)``, α = 1 by default), for the backbone's sample; the
+  Mix Block's own sample draws one λ' per sample (``mixing.block_lam=sample``; AutoMix's code:
+  one per batch), so that its mask must follow each sample's λ' — with one λ' per batch one
+  batch-wide shift of the mask logits meets it, and the block saturated to whole images;
 - one classifier for the clean and the mixup CE (AutoMix's code has two, ``head_one`` and
   ``head_mix``); the momentum network is the EMA of encoder and that classifier;
 - the mixup CE of the backbone's sample weighs the two labels with the *effective* λ, the
   mean of its (adjusted) mask; the Mix Block's CE uses its drawn λ' (its mask loss pulls the
   mask's mean to λ');
 - the momentum network's BatchNorm statistics are its own (the EMA moves parameters only,
-  Lightly's ``update_momentum``); it runs mixed images in eval mode, so they never move them;
+  Lightly's ``update_momentum``); mixed images never move them;
 - weight decay skips norms and biases (Lightly's ``get_weight_decay_parameters``);
 - the reported accuracy is the online network's; the momentum network's is logged as
   ``val/top1_ema``.
@@ -42,6 +49,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -77,7 +85,7 @@ from lightly_amix.mixing.registry import build_mixup
 from lightly_amix.models.backbones import ResNetBackbone
 from lightly_amix.models.base import _as_config
 from lightly_amix.state_dicts import load_state_dict_strict
-from lightly_amix.utils import eval_mode
+from lightly_amix.utils import batch_stats_mode, eval_mode
 
 # An EMA over fewer steps than this follows the online network closely in any run.
 _SHORT_HORIZON = 10.0
@@ -350,9 +358,9 @@ class AutoMixClassifier(MixupClassifier):
         loss_clean = F.cross_entropy(logits.float(), y)
 
         # Mix Block: its own sample through the frozen momentum network in eval mode.
-        perm2, lam2 = self.partners(n), self.draw_lambda(n)
+        perm2, lam2 = self.partners(n), self.draw_block_lambda(n)
         x_mb, mask2, loss_mask = self.mix_block.block_sample(x, x[perm2], z, z[perm2], lam2)
-        with eval_mode(self.backbone_momentum, self.head_momentum):
+        with self.block_network_mode():
             logits_mb = self.head_momentum(self.backbone_momentum(x_mb))
         loss_block = mixup_cross_entropy(logits_mb, y, y[perm2], lam2)
 
@@ -361,6 +369,19 @@ class AutoMixClassifier(MixupClassifier):
                  "loss_mask": loss_mask, "lam": lam_eff.mean(),
                  "acc": topk_correct(logits, y, 1)}  # fmt: skip
         return loss, terms, (mask2.detach(), lam2)
+
+    def draw_block_lambda(self, n: int) -> Tensor:
+        """λ' of the Mix Block's sample (N,): one per sample or per batch (``block_lam``)."""
+        if self.mixing_cfg.block_lam == "batch":
+            return self.draw_lambda(n)
+        return sample_lambda(n, self.mixing_cfg.alpha).to(self.device)
+
+    def block_network_mode(self) -> contextlib.AbstractContextManager[None]:
+        """Mode of the frozen momentum network the Mix Block learns through (``block_bn``)."""
+        modules = (self.backbone_momentum, self.head_momentum)
+        if self.mixing_cfg.block_bn == "running":
+            return eval_mode(*modules)
+        return batch_stats_mode(*modules)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]

@@ -12,6 +12,7 @@ import pytest
 from tests.fakes import write_fashion_mnist
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fashion_mnist_supervised.py"
+PROBE = SCRIPT.with_name("mix_block_probe.py")
 
 
 @pytest.mark.slow
@@ -41,3 +42,21 @@ def test_the_table_holds_every_method_with_mask_statistics_and_grids(tmp_path: P
                             "0", "--epochs", "2", "--subset", "20", "--test-subset", "10"],
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0 and "Writing to" not in again.stdout
+    # The Mix Block probe trains a new block against the vanilla run's frozen classifier.
+    probe = subprocess.run([sys.executable, str(PROBE), "--checkpoint",
+                            str(out / "vanilla_seed0" / "last.ckpt"), "--data-root",
+                            str(fake.folder), "--block", "automix", "--steps", "4",
+                            "--batch-size", "8", "--log-every", "2", "--json", str(out / "p.json"),
+                            "--set", "mask_loss_weight=0.5", "--grid", str(out / "p.png")],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    report = json.loads((out / "p.json").read_text())
+    assert report["config"]["content"] == "linear" and report["config"]["mask_loss_weight"] == 0.5
+    assert [row["step"] for row in report["rows"]] == [2, 4] and (out / "p.png").is_file()
+    for row in report["rows"]:
+        assert row["ce_block"] > 0 and row["ce_mixup"] > 0 and row["ce_cutmix"] > 0
+        assert 0 <= row["mask_std"] <= 0.5 and 0 <= row["gap"] <= 1
+    bad = subprocess.run([sys.executable, str(PROBE), "--checkpoint", str(out / "p.json"),
+                          "--set", "nonsense=1"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert bad.returncode != 0 and "nonsense=1" in bad.stderr

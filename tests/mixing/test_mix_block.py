@@ -309,3 +309,35 @@ def test_partner_share_is_one_minus_the_mask() -> None:
     mixed = mix_images(x, perm, mask)
     # Seen from the partner: s_j = 1 − s_i gives the same mixed image.
     assert torch.allclose(mixed, mix_images(x[perm], perm, 1 - mask), atol=1e-6)
+
+
+def test_gamma_is_projected_back_and_returns_when_the_gradient_turns() -> None:
+    """Projected SGD: a push below 0 leaves γ at 0 (not at −9), so it can rise again at once."""
+    torch.manual_seed(0)
+    z_i, z_j = feats(8)
+    lam = torch.rand(8)
+    block = MixBlock(C)
+
+    def follow_lambda(sign: float) -> torch.Tensor:
+        mask = block(z_i, z_j, lam, out_size=(IMG, IMG))
+        return -sign * (mask.mean(dim=(1, 2, 3)) * (2 * lam - 1)).sum()
+
+    optimizer = torch.optim.SGD([block.gamma], lr=50.0)
+    for _ in range(5):  # penalise following λ: the raw γ would run far below 0
+        optimizer.zero_grad()
+        follow_lambda(-1.0).backward()
+        optimizer.step()
+    block(z_i, z_j, lam, out_size=(IMG, IMG))  # the next training forward projects it
+    assert block.gamma.item() == 0.0
+    block.eval()
+    with torch.no_grad():
+        block.gamma.fill_(-1.0)
+        block(z_i, z_j, lam, out_size=(IMG, IMG))
+    assert block.gamma.item() == -1.0  # eval never changes parameters (the value is clamped)
+    block.train()
+    for _ in range(3):  # now reward following λ: γ leaves 0 within the first steps
+        optimizer.zero_grad()
+        follow_lambda(1.0).backward()
+        optimizer.step()
+    block(z_i, z_j, lam, out_size=(IMG, IMG))
+    assert 0.0 < block.gamma.item() <= 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -103,6 +104,42 @@ def test_the_mix_block_and_the_classifier_learn_from_their_own_losses(method: st
     assert any(g is not None and g.abs().any() for g in _grads(network_loss, network))
     assert not any(p.requires_grad for p in model.backbone_momentum.parameters())
     assert not any(p.requires_grad for p in model.head_momentum.parameters())
+
+
+@pytest.mark.parametrize(("block_bn", "training"), [("batch", True), ("running", False)])
+def test_the_block_learns_through_the_momentum_network_in_its_bn_mode(
+    block_bn: str, training: bool
+) -> None:
+    """``batch``: AutoMix's train-mode BatchNorm, but the mixed batch leaves no statistics."""
+    torch.manual_seed(0)
+    model = AutoMixClassifier(CLASSES, "amix", mixing=ClassifierMixingConfig(block_bn=block_bn))
+    data = Images()
+    x, y = data.x[:BATCH], data.y[:BATCH]
+    clean_only = copy.deepcopy(model.backbone_momentum)
+    with torch.no_grad():  # what the clean forward alone does to the running statistics
+        clean_only.forward_with_stage3(x)
+    modes: list[bool] = []
+    model.backbone_momentum.resnet.bn1.register_forward_hook(
+        lambda module, inputs, output: modes.append(module.training)
+    )
+    model.compute_losses(x, y)
+    assert modes == [True, training]  # the clean maps, then the Mix Block's sample
+    for key, value in model.backbone_momentum.state_dict().items():
+        assert torch.equal(value, clean_only.state_dict()[key]), key
+    assert model.backbone_momentum.training
+
+
+@pytest.mark.parametrize("block_lam", ["sample", "batch"])
+def test_the_mix_blocks_lambda_is_drawn_per_sample_or_per_batch(block_lam: str) -> None:
+    torch.manual_seed(0)
+    model = AutoMixClassifier(CLASSES, "amix", mixing=ClassifierMixingConfig(block_lam=block_lam))
+    data = Images()
+    _, terms, (mask, lam2) = model.compute_losses(data.x[:BATCH], data.y[:BATCH])
+    assert lam2.shape == (BATCH,) and ((lam2 > 0) & (lam2 < 1)).all()
+    assert (lam2.unique().numel() == BATCH) == (block_lam == "sample")
+    assert (lam2.unique().numel() == 1) == (block_lam == "batch")
+    # The backbone's λ stays one per batch, as for the fixed mixups (mask adjusted to it).
+    assert mask.shape == (BATCH, 1, SIZE, SIZE) and terms["lam"].ndim == 0
 
 
 def test_the_mixup_loss_is_the_cross_entropy_of_both_labels() -> None:

@@ -124,6 +124,8 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(
     [
         (["--set", "data.test_split=validation"], "fashion-mnist has no split 'validation'"),
         (["--set", "mixing.degenerate_margin=0.6"], "Invalid mixing.degenerate_margin 0.6"),
+        (["--set", "mixing.block_bn=eval"], "mixing.block_bn"),
+        (["--set", "mixing.block_lam=pixel"], "mixing.block_lam"),
         (["--set", "model.pretrained=/nowhere/r18.pth"], "'/nowhere/r18.pth' does not exist"),
         (["--batch-size", "64"], "fewer than one batch (64)"),
     ],
