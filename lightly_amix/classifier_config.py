@@ -186,11 +186,8 @@ def validate_classifier(cfg: ClassifierConfig) -> None:
     _positive(cfg.mixing.alpha, "mixing.alpha")
     _positive(cfg.mixing.block_lr_scale, "mixing.block_lr_scale")
     _positive(cfg.mixing.grid_every_n_epochs, "mixing.grid_every_n_epochs", allow_zero=True)
-    if cfg.mixing.block_bn not in BLOCK_BN_MODES:
-        raise ValueError(
-            f"Invalid mixing.block_bn {cfg.mixing.block_bn!r}: expected one of "
-            f"{', '.join(BLOCK_BN_MODES)} (batch: AutoMix's train-mode BatchNorm)."
-        )
+    _choice(cfg.mixing.block_bn, BLOCK_BN_MODES, "mixing.block_bn")
+    _choice(cfg.mixing.block_lam, BLOCK_LAMBDA_MODES, "mixing.block_lam")
     _positive(cfg.last_epochs, "last_epochs")
     if not 0.0 <= cfg.mixing.momentum <= cfg.mixing.momentum_end <= 1.0:
         raise ValueError(

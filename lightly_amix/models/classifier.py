@@ -69,6 +69,8 @@ from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 
 from lightly_amix.classifier_config import (
+    BLOCK_BN_MODES,
+    BLOCK_LAMBDA_MODES,
     CLASSIFIER_METHODS,
     ClassifierMixingConfig,
     ClassifierModelConfig,
@@ -285,6 +287,14 @@ class AutoMixClassifier(MixupClassifier):
         if method not in ("automix", "amix"):
             raise ValueError(f"AutoMixClassifier takes automix or amix, got {method!r}.")
         super().__init__(num_classes, method, model, optim, mixing)
+        for key, value, valid in (
+            ("block_bn", self.mixing_cfg.block_bn, BLOCK_BN_MODES),
+            ("block_lam", self.mixing_cfg.block_lam, BLOCK_LAMBDA_MODES),
+        ):
+            if value not in valid:
+                raise ValueError(
+                    f"Invalid mixing.{key} {value!r}. Expected one of: {', '.join(valid)}."
+                )
         block_cfg: MixBlockConfig = (
             MixBlockConfig.automix()
             if method == "automix"

@@ -142,6 +142,13 @@ def test_the_mix_blocks_lambda_is_drawn_per_sample_or_per_batch(block_lam: str) 
     assert mask.shape == (BATCH, 1, SIZE, SIZE) and terms["lam"].ndim == 0
 
 
+def test_an_unknown_block_mode_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="mixing.block_bn 'eval'"):
+        AutoMixClassifier(CLASSES, "amix", mixing=ClassifierMixingConfig(block_bn="eval"))
+    with pytest.raises(ValueError, match="mixing.block_lam 'pixel'"):
+        AutoMixClassifier(CLASSES, "amix", mixing=ClassifierMixingConfig(block_lam="pixel"))
+
+
 def test_the_mixup_loss_is_the_cross_entropy_of_both_labels() -> None:
     """Direct re-computation of a MixUp step: λ CE(f(x̃), y_i) + (1 − λ) CE(f(x̃), y_j)."""
     torch.manual_seed(0)
