@@ -34,7 +34,6 @@ import torch
 
 from lightly_amix.data import FASHION_MNIST_DEFAULT_ROOT
 from lightly_amix.data.fashion_mnist import FashionMNIST
-from lightly_amix.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightly_amix.losses import mixup_cross_entropy
 from lightly_amix.mixing.base import sample_lambda
 from lightly_amix.mixing.learned import LearnedMixup
@@ -71,9 +70,7 @@ def load_images(root: Path, n: int, seed: int) -> tuple[torch.Tensor, torch.Tens
     data = FashionMNIST(root, split="train")
     idx = np.random.default_rng(seed).permutation(len(data.labels))[:n]
     x = torch.from_numpy(data.images[idx]).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(), torch.from_numpy(data.labels[idx])
+    return normalize(x).contiguous(), torch.from_numpy(data.labels[idx])
 
 
 def main(argv: list[str] | None = None) -> int:
