@@ -20,6 +20,7 @@ from typing import Any
 
 from lightly_amix.config import (
     BACKBONES,
+    BLOCK_BN_MODES,
     TrainerConfig,
     _choice,
     _positive,
@@ -103,7 +104,6 @@ class ClassifierOptimConfig:
     warmup_epochs: int = 0
 
 
-BLOCK_BN_MODES = ("batch", "running")
 BLOCK_LAMBDA_MODES = ("sample", "batch")
 
 

@@ -30,6 +30,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from lightly_amix.mixing.block_losses import BLOCK_LOSSES, PSEUDO_LABEL_TERMS
 from lightly_amix.mixing.mix_block import MixBlockConfig
 from lightly_amix.mixing.puzzle import require_graph_cut
+from lightly_amix.utils import BLOCK_BN_MODES
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 FIXED_MIXUPS = ("mixup", "cutmix", "fmix", "resizemix", "saliencymix", "manifoldmix")
@@ -203,6 +204,10 @@ class MixingConfig:
         block_features: Stage-3 features for the Mix Block: ``momentum`` (the momentum
             encoder's, as AutoMix; one extra stem-to-stage-3 pass) or ``online`` (the query
             forward's, detached; no extra pass).
+        block_bn: BatchNorm of the frozen momentum (EMA, target) network while the Mix Block
+            learns through it: ``running`` (eval mode, its running statistics; the runs in
+            RESULTS.md) or ``batch`` (the mixed batch's statistics, running ones not updated;
+            the supervised classifier's default, see ``lightly_amix.utils.batch_stats_mode``).
         grid_every_n_epochs: Save a PNG grid of mixed samples every N epochs (0: never).
     """
 
@@ -213,6 +218,7 @@ class MixingConfig:
     block_weight: float = 1.0
     block_lr_scale: float = 1.0
     block_features: str = "momentum"
+    block_bn: str = "running"
     grid_every_n_epochs: int = 0
 
 
@@ -514,6 +520,7 @@ def validate(cfg: PretrainConfig) -> None:
     _positive(cfg.trainer.knn_every_n_epochs, "trainer.knn_every_n_epochs", allow_zero=True)
     _choice(cfg.mixing.pipeline, PIPELINES, "mixing.pipeline")
     _choice(cfg.mixing.block_features, BLOCK_FEATURES, "mixing.block_features")
+    _choice(cfg.mixing.block_bn, BLOCK_BN_MODES, "mixing.block_bn")
     for term in block_loss_terms(cfg.mixing.block_loss):
         _choice(term, BLOCK_LOSS_TERMS, "mixing.block_loss term")
     _positive(cfg.mixing.alpha, "mixing.alpha")

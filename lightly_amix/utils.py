@@ -86,6 +86,30 @@ def batch_stats_mode(*modules: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+BLOCK_BN_MODES = ("batch", "running")
+
+
+def frozen_network_mode(
+    block_bn: str, *modules: nn.Module
+) -> contextlib.AbstractContextManager[None]:
+    """The mode a frozen network runs in while a Mix Block learns through it.
+
+    Args:
+        block_bn: ``running`` (:func:`eval_mode`: BatchNorm uses its running statistics) or
+            ``batch`` (:func:`batch_stats_mode`: the mixed batch's statistics, running ones
+            untouched).
+        modules: The frozen network's parts.
+
+    Raises:
+        ValueError: ``block_bn`` is neither.
+    """
+    if block_bn == "running":
+        return eval_mode(*modules)
+    if block_bn == "batch":
+        return batch_stats_mode(*modules)
+    raise ValueError(f"block_bn must be one of {BLOCK_BN_MODES}, got {block_bn!r}.")
+
+
 def _tracked(layer: nn.modules.batchnorm._BatchNorm) -> Tensor:
     """A BatchNorm's ``num_batches_tracked`` (present when it tracks running statistics)."""
     assert layer.num_batches_tracked is not None

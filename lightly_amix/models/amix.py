@@ -6,7 +6,8 @@ One training step has two sub-tasks (paper §3.3):
   *detached* and λ-adjusted, with positives from the key views (cross-view pipeline, §3.1);
 - **Mix Block**: a second mixed sample (own λ', own partners) is encoded by the momentum
   encoder with frozen weights *in eval mode* (so its BatchNorm statistics do not drift toward
-  mixed images), and the Mix Block's loss (AMix-I: infoNCE + BCE; AMix-C: CE on ODC
+  mixed images; ``mixing.block_bn=batch`` normalises with the mixed batch's statistics
+  instead, leaving the running ones untouched), and the Mix Block's loss (AMix-I: infoNCE + BCE; AMix-C: CE on ODC
   pseudo-labels + BCE; :mod:`lightly_amix.mixing.block_losses`) plus the mask loss flows back
   to the Mix Block only.
 
@@ -66,7 +67,7 @@ from lightly_amix.mixing.masks import mask_diagnostics
 from lightly_amix.mixing.mix_block import MixBlockConfig
 from lightly_amix.models.base import _as_config
 from lightly_amix.models.mixing_method import MixingMethod
-from lightly_amix.utils import eval_mode, gather, global_partners
+from lightly_amix.utils import eval_mode, frozen_network_mode, gather, global_partners
 
 TRIVIAL_MASK_STD = 0.01
 TRIVIAL_MASK_STEPS = 200
@@ -225,12 +226,13 @@ class AMix(MixingMethod):
         q_mix, _ = self.encode_query(x_mix)
         loss_mix = mixup_info_nce(q_mix, k, pool.keys[perm], negatives, lam_eff, t)
 
-        # Mix Block: own partners and λ', frozen momentum encoder in eval mode.
+        # Mix Block: own partners and λ', frozen momentum encoder (mode: mixing.block_bn).
         perm2, lam2 = global_partners(n, x_q.device), self.sample_lambda(n)
         x_mb, mask2, loss_mask = self.mix_block.block_sample(
             x_q, pool.images[perm2], z, pool.features[perm2], lam2
         )
-        with eval_mode(self.backbone_momentum, self.projection_head_momentum):
+        frozen = (self.backbone_momentum, self.projection_head_momentum)
+        with frozen_network_mode(self.mixing_cfg.block_bn, *frozen):
             q_mb = F.normalize(self.projection_head_momentum(self.backbone_momentum(x_mb)), dim=1)
         inputs = BlockLossInputs(q_mb, k, pool.keys[perm2], negatives, lam2, t)
         if self.clustering is not None:

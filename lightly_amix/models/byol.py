@@ -14,7 +14,8 @@ one with momentum ``model.momentum`` → 1 (cosine).
   second views, as Un-Mix does for BYOL (Shen et al., AAAI 2022, §3.3):
   ``L_mix = mean_n [λ_n (−cos(p(x̃_n), t(x₁,i))) + (1 − λ_n)(−cos(p(x̃_n), t(x₁,j)))]``, and
   ``L = L_byol + w · L_mix``;
-- the **Mix Block** learns through the frozen target network (eval mode), which also gives it
+- the **Mix Block** learns through the frozen target network (eval mode, or batch statistics
+  with ``mixing.block_bn=batch``), which also gives it
   the stage-3 maps: the two-positive BCE of AMix eq. 6 between the target projection of its
   mixed sample and the targets of ``i`` and ``j`` (no negatives), plus the mask loss.
 

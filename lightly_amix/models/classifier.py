@@ -69,7 +69,6 @@ from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
 from torch import Tensor, nn
 
 from lightly_amix.classifier_config import (
-    BLOCK_BN_MODES,
     BLOCK_LAMBDA_MODES,
     CLASSIFIER_METHODS,
     ClassifierMixingConfig,
@@ -87,7 +86,7 @@ from lightly_amix.mixing.registry import build_mixup
 from lightly_amix.models.backbones import ResNetBackbone
 from lightly_amix.models.base import _as_config
 from lightly_amix.state_dicts import load_state_dict_strict
-from lightly_amix.utils import batch_stats_mode, eval_mode
+from lightly_amix.utils import BLOCK_BN_MODES, eval_mode, frozen_network_mode
 
 # An EMA over fewer steps than this follows the online network closely in any run.
 _SHORT_HORIZON = 10.0
@@ -388,10 +387,9 @@ class AutoMixClassifier(MixupClassifier):
 
     def block_network_mode(self) -> contextlib.AbstractContextManager[None]:
         """Mode of the frozen momentum network the Mix Block learns through (``block_bn``)."""
-        modules = (self.backbone_momentum, self.head_momentum)
-        if self.mixing_cfg.block_bn == "running":
-            return eval_mode(*modules)
-        return batch_stats_mode(*modules)
+        return frozen_network_mode(
+            self.mixing_cfg.block_bn, self.backbone_momentum, self.head_momentum
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]

@@ -26,7 +26,7 @@ from lightly_amix.mixing.learned import LearnedMixup
 from lightly_amix.mixing.masks import mask_diagnostics
 from lightly_amix.mixing.mix_block import MixBlockConfig
 from lightly_amix.models.base import MomentumContrastMethod, _as_config
-from lightly_amix.utils import eval_mode, gather, own_indices
+from lightly_amix.utils import eval_mode, frozen_network_mode, gather, own_indices
 
 
 class LearnedMixupMethod(MomentumContrastMethod):
@@ -76,8 +76,12 @@ class LearnedMixupMethod(MomentumContrastMethod):
         return z, gather(x), gather(z), own_indices(x.shape[0], x.device)
 
     def frozen_projection(self, x_mix: Tensor) -> Tensor:
-        """The Mix Block's sample through the frozen momentum network (eval mode), (N, D)."""
-        with eval_mode(self.backbone_momentum, self.projection_head_momentum):
+        """The Mix Block's sample through the frozen momentum network, (N, D).
+
+        The network's BatchNorm follows ``mixing.block_bn`` (``running``: eval mode).
+        """
+        frozen = (self.backbone_momentum, self.projection_head_momentum)
+        with frozen_network_mode(self.mixing_cfg.block_bn, *frozen):
             return F.normalize(self.projection_head_momentum(self.backbone_momentum(x_mix)), dim=1)
 
     def compute_losses(

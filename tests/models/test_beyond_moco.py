@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lightly_amix.config import MixingConfig, ModelConfig, OptimConfig
+from lightly_amix.config import MixingConfig, ModelConfig, OptimConfig, PretrainConfig, validate
 from lightly_amix.losses import mixup_info_nce
-from lightly_amix.models import BYOL, AMixBYOL, AMixSimCLR, SimCLR
+from lightly_amix.models import BYOL, AMix, AMixBYOL, AMixSimCLR, SimCLR
 from lightly_amix.models.byol import weighted_negative_cosine
 from lightly_amix.models.simclr import pair_mask
+from lightly_amix.utils import frozen_network_mode
 from tests.models.test_amix import BATCH, _two_view_batch, fit
 
 
@@ -98,3 +100,44 @@ def test_the_method_trains(cls: type) -> None:
     assert moved  # the backbone learned
     if cls in (AMixSimCLR, AMixBYOL):
         assert "train/mask_std" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize("cls", [AMix, AMixSimCLR, AMixBYOL])
+def test_the_block_learns_through_the_frozen_network_in_its_bn_mode(cls: type) -> None:
+    """``mixing.block_bn``: only the Mix Block's pass changes mode; running stats untouched."""
+    x_q, x_k = _two_view_batch()
+    batch = ([x_q, x_k], torch.zeros(BATCH), torch.arange(BATCH))
+    modes: dict[str, list[bool]] = {}
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    bce: dict[str, float] = {}
+    for block_bn in ("running", "batch"):
+        torch.manual_seed(0)
+        model = cls(_cfg(momentum=0.99), OptimConfig(), BATCH, MixingConfig(block_bn=block_bn))
+        seen: list[bool] = []
+        model.backbone_momentum.resnet.bn1.register_forward_hook(
+            lambda module, inputs, output, seen=seen: seen.append(module.training)
+        )
+        torch.manual_seed(1)
+        _, terms, _ = model.compute_losses(batch)
+        modes[block_bn], bce[block_bn] = seen, float(terms["loss_block_bce"].detach())
+        states[block_bn] = copy.deepcopy(model.backbone_momentum.state_dict())
+        assert model.backbone_momentum.training  # modes restored
+    # One pass differs: the Mix Block's sample, eval mode vs batch statistics.
+    differ = [i for i, (a, b) in enumerate(zip(modes["running"], modes["batch"], strict=True))
+              if a != b]  # fmt: skip
+    assert len(differ) == 1 and modes["batch"][differ[0]] and not modes["running"][differ[0]]
+    # The mixed batch leaves no statistics behind in either mode ...
+    for key, value in states["running"].items():
+        assert torch.equal(value, states["batch"][key]), key
+    # ... but the normalisation, and so the block's loss, differs.
+    assert bce["running"] != pytest.approx(bce["batch"])
+
+
+def test_an_unknown_block_bn_is_a_config_error() -> None:
+    cfg = PretrainConfig(method="amix-i")
+    cfg.mixing.block_bn = "eval"
+    with pytest.raises(ValueError, match="mixing.block_bn"):
+        validate(cfg)
+    with pytest.raises(ValueError, match="block_bn must be one of"):
+        with frozen_network_mode("eval", torch.nn.BatchNorm1d(2)):
+            pass
