@@ -7,9 +7,9 @@ One training step has two sub-tasks (paper §3.3):
 - **Mix Block**: a second mixed sample (own λ', own partners) is encoded by the momentum
   encoder with frozen weights *in eval mode* (so its BatchNorm statistics do not drift toward
   mixed images; ``mixing.block_bn=batch`` normalises with the mixed batch's statistics
-  instead, leaving the running ones untouched), and the Mix Block's loss (AMix-I: infoNCE + BCE; AMix-C: CE on ODC
-  pseudo-labels + BCE; :mod:`lightly_amix.mixing.block_losses`) plus the mask loss flows back
-  to the Mix Block only.
+  instead, leaving the running ones untouched), and the Mix Block's loss (AMix-I: infoNCE +
+  BCE; AMix-C: CE on ODC pseudo-labels + BCE; :mod:`lightly_amix.mixing.block_losses`) plus the
+  mask loss flows back to the Mix Block only.
 
 The Mix Block sees stage-3 features of the images it mixes, without gradient: the momentum
 encoder's (default, as AutoMix) or the online query forward's (``block_features=online``).
