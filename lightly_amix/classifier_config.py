@@ -20,7 +20,6 @@ from typing import Any
 
 from lightly_amix.config import (
     BACKBONES,
-    BLOCK_BN_MODES,
     TrainerConfig,
     _choice,
     _positive,
@@ -29,6 +28,7 @@ from lightly_amix.config import (
 )
 from lightly_amix.mixing.mix_block import MixBlockConfig
 from lightly_amix.mixing.puzzle import require_graph_cut
+from lightly_amix.utils import BLOCK_BN_MODES
 
 FIXED_METHODS = (
     "mixup", "cutmix", "manifoldmix", "saliencymix", "fmix", "resizemix", "puzzlemix"

@@ -15,9 +15,9 @@ one with momentum ``model.momentum`` → 1 (cosine).
   ``L_mix = mean_n [λ_n (−cos(p(x̃_n), t(x₁,i))) + (1 − λ_n)(−cos(p(x̃_n), t(x₁,j)))]``, and
   ``L = L_byol + w · L_mix``;
 - the **Mix Block** learns through the frozen target network (eval mode, or batch statistics
-  with ``mixing.block_bn=batch``), which also gives it
-  the stage-3 maps: the two-positive BCE of AMix eq. 6 between the target projection of its
-  mixed sample and the targets of ``i`` and ``j`` (no negatives), plus the mask loss.
+  with ``mixing.block_bn=batch``), which also gives it the stage-3 maps: the two-positive BCE
+  of AMix eq. 6 between the target projection of its mixed sample and the targets of ``i`` and
+  ``j`` (no negatives), plus the mask loss.
 
 Examples:
     >>> model = BYOL(ModelConfig(momentum=0.99, proj_hidden_dim=4096, proj_output_dim=256))

@@ -17,8 +17,8 @@ without BatchNorm).
   loss. SimCLR has no momentum network, so, as AutoMix does for classifiers, an EMA copy of the
   encoder (momentum ``model.momentum`` → 1, cosine) gives the stage-3 maps the Mix Block sees
   and is the frozen network it learns through (eval mode; batch statistics with
-  ``mixing.block_bn=batch``). Its positives and negatives are the
-  online second views' projections, without gradient.
+  ``mixing.block_bn=batch``). Its positives and negatives are the online second views'
+  projections, without gradient.
 
 Neither sub-task's loss moves the other's parameters: the backbone's mask is detached, the EMA
 copy is frozen.
