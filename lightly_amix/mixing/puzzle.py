@@ -375,33 +375,37 @@ class PuzzleMix(Mixup):
             )
         grid = grids[int(torch.randint(len(grids), (1,), generator=generator))]
         region = height // grid
-        x = images.detach().float()
-        sal = saliency.detach().float().unsqueeze(1)  # (N, 1, S, S)
+        # The mask and the transport are exact selections of pixels: they run in fp32 (or the
+        # images' dtype) also under autocast, whose bf16 matmul would round the moved pixels
+        # and hand back images of another dtype than the batch's.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            x = images.detach().float()
+            sal = saliency.detach().float().unsqueeze(1)  # (N, 1, S, S)
 
-        pooled = F.avg_pool2d(sal, region).squeeze(1)  # (N, B, B)
-        pooled = pooled / pooled.sum(dim=(1, 2), keepdim=True).clamp_min(_EPS)
-        neighborhood = _divisor_at_most(region, self.neighborhood)
-        x_pool = F.avg_pool2d(x, neighborhood)  # (N, C, S', S')
-        unary, vertical, horizontal, compat = grid_cut_energies(
-            pooled, pooled[perm], x_pool, x_pool[perm], lam_t, self.n_labels,
-            beta=self.beta / grid / 16, gamma=self.gamma, eta=self.eta,
-        )  # fmt: skip
-        labels = self._cut(unary, vertical, horizontal, compat)  # (N, B, B) in {0..L−1}
-        mask = (labels.to(images.device, torch.float32) / (self.n_labels - 1)).unsqueeze(1)
+            pooled = F.avg_pool2d(sal, region).squeeze(1)  # (N, B, B)
+            pooled = pooled / pooled.sum(dim=(1, 2), keepdim=True).clamp_min(_EPS)
+            neighborhood = _divisor_at_most(region, self.neighborhood)
+            x_pool = F.avg_pool2d(x, neighborhood)  # (N, C, S', S')
+            unary, vertical, horizontal, compat = grid_cut_energies(
+                pooled, pooled[perm], x_pool, x_pool[perm], lam_t, self.n_labels,
+                beta=self.beta / grid / 16, gamma=self.gamma, eta=self.eta,
+            )  # fmt: skip
+            labels = self._cut(unary, vertical, horizontal, compat)  # (N, B, B) in {0..L−1}
+            mask = (labels.to(images.device, torch.float32) / (self.n_labels - 1)).unsqueeze(1)
 
-        x_i, x_j = images, images[perm]
-        if self.transport:
-            cell = _divisor_at_most(height, min(self.transport_cell, region))
-            cells = height // cell
-            grid_mask = F.interpolate(mask, size=cells, mode="nearest").squeeze(1)  # (N, T, T)
-            sal_t = F.avg_pool2d(sal, cell).squeeze(1)  # (N, T, T)
-            sal_t = sal_t / sal_t.sum(dim=(1, 2), keepdim=True).clamp_min(_EPS)
-            plan_i = transport_plan(grid_mask, sal_t, self.transport_eps)
-            plan_j = transport_plan(1 - grid_mask, sal_t[perm], self.transport_eps)
-            x_i = apply_transport(x_i, plan_i, cells)
-            x_j = apply_transport(x_j, plan_j, cells)
-        full = F.interpolate(mask, size=(height, width), mode="nearest")  # (N, 1, S, S)
-        mixed = torch.lerp(x_j, x_i, full.to(images.dtype))
+            x_i, x_j = images, images[perm]
+            if self.transport:
+                cell = _divisor_at_most(height, min(self.transport_cell, region))
+                cells = height // cell
+                grid_mask = F.interpolate(mask, size=cells, mode="nearest").squeeze(1)  # (N, T, T)
+                sal_t = F.avg_pool2d(sal, cell).squeeze(1)  # (N, T, T)
+                sal_t = sal_t / sal_t.sum(dim=(1, 2), keepdim=True).clamp_min(_EPS)
+                plan_i = transport_plan(grid_mask, sal_t, self.transport_eps)
+                plan_j = transport_plan(1 - grid_mask, sal_t[perm], self.transport_eps)
+                x_i = apply_transport(x_i, plan_i, cells)
+                x_j = apply_transport(x_j, plan_j, cells)
+            full = F.interpolate(mask, size=(height, width), mode="nearest")  # (N, 1, S, S)
+            mixed = torch.lerp(x_j, x_i, full.to(images.dtype))
         return MixOutput(images=mixed, lam=full.mean(dim=(1, 2, 3)), mask=full.to(images.dtype))
 
     def _cut(self, unary: Tensor, vertical: Tensor, horizontal: Tensor, compat: Tensor) -> Tensor:

@@ -225,3 +225,16 @@ def test_puzzlemix_mixes_28_pixel_images() -> None:
         out = PuzzleMix()(images, torch.tensor([1, 0, 3, 2]), 0.5,
                           torch.Generator().manual_seed(seed), saliency=saliency)  # fmt: skip
         assert out.images.shape == (4, 1, 28, 28) and torch.isfinite(out.images).all()
+
+
+def test_puzzlemix_under_bf16_autocast_moves_pixels_exactly_in_the_batchs_dtype() -> None:
+    """Autocast would run the transport's matmul in bf16 and return bf16 images next to an
+    fp32 partner; the mix must be the same as without autocast."""
+    g = torch.Generator().manual_seed(0)
+    images, saliency = torch.randn(4, 3, 16, 16, generator=g), torch.rand(4, 16, 16, generator=g)
+    perm = torch.tensor([1, 0, 3, 2])
+    plain = PuzzleMix()(images, perm, 0.6, torch.Generator().manual_seed(2), saliency=saliency)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = PuzzleMix()(images, perm, 0.6, torch.Generator().manual_seed(2), saliency=saliency)
+    assert auto.images.dtype == images.dtype and auto.lam.dtype == plain.lam.dtype
+    assert torch.equal(auto.images, plain.images) and torch.equal(auto.lam, plain.lam)

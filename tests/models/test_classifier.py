@@ -43,16 +43,25 @@ class Images(Dataset):
         return self.x[i], int(self.y[i])
 
 
-def fit(model: pl.LightningModule, steps: int = 2) -> pl.Trainer:
+def fit(model: pl.LightningModule, steps: int = 2, precision: str = "32-true") -> pl.Trainer:
     data = ClassifierDataModule(Images(), Images(), BATCH, 0, seed=0)
     trainer = pl.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+        max_steps=steps, accelerator="cpu", precision=precision,  # type: ignore[arg-type]
+        logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
         num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1,
         use_distributed_sampler=False,
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
     return trainer
+
+
+@pytest.mark.parametrize("method", CLASSIFIER_METHODS)
+def test_every_method_trains_in_bf16_mixed(method: str) -> None:
+    """Autocast's bf16 matmuls next to fp32 masks and images must not break a method."""
+    torch.manual_seed(0)
+    trainer = fit(build_classifier(method, CLASSES), steps=2, precision="bf16-mixed")
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("method", CLASSIFIER_METHODS)
