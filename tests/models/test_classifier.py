@@ -60,8 +60,8 @@ def fit(model: pl.LightningModule, steps: int = 2, precision: str = "32-true") -
 def test_every_method_trains_in_bf16_mixed(method: str) -> None:
     """Autocast's bf16 matmuls next to fp32 masks and images must not break a method."""
     torch.manual_seed(0)
-    trainer = fit(build_classifier(method, CLASSES), steps=2, precision="bf16-mixed")
-    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
+    trainer = fit(build_classifier(method, CLASSES), steps=1, precision="bf16-mixed")
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("method", CLASSIFIER_METHODS)

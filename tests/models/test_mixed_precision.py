@@ -19,16 +19,16 @@ TINY = [
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_trains_two_steps_in_bf16_mixed(method: str) -> None:
+def test_every_method_trains_a_step_in_bf16_mixed(method: str) -> None:
     """Autocast turns matmuls and convolutions into bf16; every tensor a method combines with
     them (masks, transported images, logits, queues) must still agree in dtype, and the loss
-    must stay finite."""
+    must stay finite. One step: a dtype clash shows at the first."""
     if method == "puzzlemix" and importlib.util.find_spec("gco") is None:
         pytest.skip("PuzzleMix needs gco-wrapper")
     block_loss = "ce_pl+bce" if method == "amix-c" else "infonce+bce"
     cfg = load_config(overrides=[f"method={method}", f"mixing.block_loss={block_loss}", *TINY])
     torch.manual_seed(0)
     model = build_model(cfg, N_IMAGES)
-    trainer = fit(model, steps=2, precision="bf16-mixed")
-    assert trainer.global_step == 2
+    trainer = fit(model, steps=1, precision="bf16-mixed")
+    assert trainer.global_step == 1
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
