@@ -5,13 +5,14 @@
 - :mod:`~lightly_amix.seeding` — seeds derived from (seed, epoch, rank, position/step).
 - :mod:`~lightly_amix.training.checkpoint_io` — validated, atomic, progress-preserving saves.
 - :mod:`~lightly_amix.training.resume` — choosing and checking the checkpoint to continue from.
-- :mod:`~lightly_amix.training.callbacks` — the run's identity in checkpoints, clean stops.
+- :mod:`~lightly_amix.training.callbacks` — the run's identity in checkpoints, clean
+  stops, a progress bar that labels a resumed epoch.
 - :mod:`~lightly_amix.training.trainer` — the Trainer the recipes use.
 """
 
 from lightly_amix.data.datamodule import EpochSampler, IndexedDataset, PretrainDataModule
 from lightly_amix.seeding import StepSeed, derive_seed, epoch_seed, seed_all
-from lightly_amix.training.callbacks import InterruptCheckpoint, RunInfo
+from lightly_amix.training.callbacks import InterruptCheckpoint, ProgressBar, RunInfo
 from lightly_amix.training.checkpoint_io import (
     CheckpointWriteError,
     NonFiniteCheckpointError,
@@ -45,6 +46,7 @@ __all__ = [
     "InterruptCheckpoint",
     "NonFiniteCheckpointError",
     "PretrainDataModule",
+    "ProgressBar",
     "ResumeChoice",
     "ResumeError",
     "RunIdentity",

@@ -1,8 +1,10 @@
-"""Callbacks that keep a run's state safe: its identity in every checkpoint, and clean stops.
+"""Callbacks that keep a run's state safe (its identity in every checkpoint, clean stops) and
+a progress bar that stays informative after a resume.
 
 Examples:
     >>> callbacks = [RunInfo({"method": "amix-i", ...}),
-    ...              InterruptCheckpoint(Path("out/interrupted.ckpt"))]  # doctest: +SKIP
+    ...              InterruptCheckpoint(Path("out/interrupted.ckpt")),
+    ...              ProgressBar()]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -195,3 +197,29 @@ class InterruptCheckpoint(pl.Callback):
                 bar.train_progress_bar.close()
             except (TypeError, AttributeError):
                 pass
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, which also labels an epoch that was resumed in its middle.
+
+    Resuming from a checkpoint saved within an epoch (``last.ckpt`` every
+    ``trainer.checkpoint_every_n_steps`` steps or ``checkpoint_every_minutes``, or
+    ``interrupted.ckpt``), Lightning skips ``on_train_epoch_start`` for the rest of that epoch,
+    so its bar reads ``Training: 17/?``: no epoch, no total, no time left, until the next epoch.
+    This bar reads ``Epoch 6: 17/78`` with the time left, counting its rate from the steps this
+    launch ran. Written here because Lightning has no option for it (2.6).
+
+    Examples:
+        >>> trainer = pl.Trainer(callbacks=[ProgressBar()])  # doctest: +SKIP
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if not trainer.fit_loop.restarted_mid_epoch:
+            return
+        self.on_train_epoch_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        # The steps of the earlier launch count as done, not towards this launch's rate.
+        bar.initial = bar.n = done
+        bar.refresh()

@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from lightly_amix.config import TrainerConfig
 from lightly_amix.seeding import StepSeed
-from lightly_amix.training.callbacks import InterruptCheckpoint
+from lightly_amix.training.callbacks import InterruptCheckpoint, ProgressBar
 from lightly_amix.training.checkpoint_io import SafeCheckpointIO
 
 INTERRUPTED_NAME = "interrupted"
@@ -111,6 +111,7 @@ def build_trainer(
         *extra_callbacks,
         # After the others: an error in their on_train_batch_start is still between steps.
         InterruptCheckpoint(output_dir / f"{INTERRUPTED_NAME}.ckpt"),
+        ProgressBar(),
         # Last, so that no other callback draws from the step's random stream after seeding.
         StepSeed(t.seed),
     ]
