@@ -11,7 +11,8 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightly_amix.training import ProgressBar
+from lightly_amix.config import TrainerConfig
+from lightly_amix.training import ProgressBar, build_trainer
 
 BATCHES = 4  # per epoch
 
@@ -80,3 +81,8 @@ def test_an_epoch_resumed_in_its_middle_shows_its_number_total_and_steps_done(
     # Lightning's own bar, for comparison: no epoch, no total (``Training: 2/?``).
     plain = _fit(TQDMProgressBar(), tmp_path, ckpt)
     assert plain.seen is not None and plain.seen[:2] == ("Training", None)
+
+
+def test_every_recipe_trainer_uses_this_progress_bar(tmp_path: Path) -> None:
+    trainer = build_trainer(TrainerConfig(epochs=1, accelerator="cpu", devices="1"), tmp_path)
+    assert isinstance(trainer.progress_bar_callback, ProgressBar)
