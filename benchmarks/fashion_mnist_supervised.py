@@ -27,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,19 @@ CONFIGS = REPO / "recipes" / "configs"
 LEARNED = ("automix", "amix")
 
 
-def run(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Trains (or resumes, or reads) one method and seed; returns its result with timing."""
+def run(
+    method: str,
+    seed: int,
+    out: Path,
+    args: argparse.Namespace,
+    extra: Sequence[str] = (),
+    learned_extras: bool = True,
+) -> dict[str, Any]:
+    """Trains (or resumes, or reads) one method and seed; returns its result with timing.
+
+    ``extra`` holds this run's own config overrides (after ``args.overrides``);
+    ``learned_extras`` adds the first/last mask std and ``grid.png`` for the learned mixups.
+    """
     result_path, timing_path = out / "classify.json", out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"seconds": 0.0}
     if not result_path.is_file():
@@ -53,7 +65,7 @@ def run(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict[str
             "--num-workers", str(args.workers), "--output-dir", str(out),
             "--set", f"data.subset={args.subset}", "--set", f"data.test_subset={args.test_subset}",
             "--set", "trainer.log_every_n_steps=5",
-            *[item for value in args.overrides for item in ("--set", value)],
+            *[item for value in (*args.overrides, *extra) for item in ("--set", value)],
         ]  # fmt: skip
         if checkpoint_files(out):
             argv += ["--resume", "auto"]
@@ -66,7 +78,7 @@ def run(method: str, seed: int, out: Path, args: argparse.Namespace) -> dict[str
             raise SystemExit(f"{method} (seed {seed}) stopped (exit {code}); rerun to continue.")
     result = json.loads(result_path.read_text())
     result["seconds_per_epoch"] = timing["seconds"] / args.epochs
-    if method in LEARNED:
+    if method in LEARNED and learned_extras:
         result.update(mask_statistics(out))
         grid(out, args)
     return result

@@ -116,7 +116,7 @@ def backbone_from_checkpoint_with_report(
     """
     model_cfg = ckpt["hyper_parameters"]["model"]
     name, cifar = model_cfg["backbone"], bool(model_cfg["cifar_stem"])
-    backbone = ResNetBackbone(name, cifar_stem=cifar)
+    backbone = ResNetBackbone(name, cifar_stem=cifar, width=int(model_cfg.get("width", 64)))
     state = sub_state_dict(ckpt["state_dict"], prefix)
     if not state:
         raise ValueError(f"{source} has no weights under '{prefix}'.")

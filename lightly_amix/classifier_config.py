@@ -80,11 +80,13 @@ class ClassifierModelConfig:
         cifar_stem: 3x3 stride-1 first conv and no max-pool (images of at most 64 px).
         pretrained: A torchvision ResNet state_dict file (e.g. ImageNet weights) to start from;
             the fine-grained settings (CUB-200, FGVC-Aircraft) use ImageNet weights.
+        width: Channels of the ResNet's first stage (torchvision: 64; the mask lab: 16).
     """
 
     backbone: str = "resnet18"
     cifar_stem: bool = True
     pretrained: str | None = None
+    width: int = 64
 
 
 @dataclass
@@ -96,15 +98,19 @@ class ClassifierOptimConfig:
         momentum: SGD momentum.
         weight_decay: Weight decay (not on norms and biases).
         warmup_epochs: Linear warm-up epochs.
+        final_lr_ratio: The cosine ends at this share of ``lr`` (0: to zero; the authors'
+            AutoMix / SAMix CIFAR configs: 0.5, ``min_lr=0.05`` for ``lr=0.1``).
     """
 
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
+    final_lr_ratio: float = 0.0
 
 
 BLOCK_LAMBDA_MODES = ("sample", "batch")
+HEAD_MODES = ("one", "two")
 
 
 @dataclass
@@ -115,6 +121,9 @@ class ClassifierMixingConfig:
         alpha: λ ~ Beta(α, α), one λ per batch (paper §4.1: α = 1; grid 0.2, 0.5, 1, 2, 4).
         momentum: Start of the EMA momentum of AutoMix's momentum network (0.999).
         momentum_end: End of its cosine schedule (1.0).
+        momentum_hold: Share of the run at the start during which the momentum stays at
+            ``momentum`` before the cosine takes over (the authors' ``CosineScheduleHook``,
+            ``adjust_scope=[0.1, 1]``: 0.1; the paper: 0).
         degenerate_margin: The backbone's sample of ``automix`` / ``amix`` is a plain MixUp when
             λ is within this of 0 or 1 (AutoMix's ``lam_margin``, 0.08).
         block_lr_scale: The Mix Block's learning rate as a multiple of the network's.
@@ -124,6 +133,9 @@ class ClassifierMixingConfig:
         block_lam: λ' of the Mix Block's own sample: one per ``sample`` (the mask must then
             follow each sample's λ') or one per ``batch`` (AutoMix's code; the block can then
             meet λ' with one batch-wide shift of its output and saturates, RESULTS.md).
+        heads: ``one`` classifier for the clean and the mixup CE, or ``two`` (the authors'
+            code: ``head_one`` for clean images, ``head_mix`` for mixed ones; the Mix Block
+            learns through the EMA of ``head_mix``).
         grid_every_n_epochs: Save a PNG grid of mixed samples every N epochs (0: never).
     """
 
@@ -134,6 +146,8 @@ class ClassifierMixingConfig:
     block_lr_scale: float = 1.0
     block_bn: str = "batch"
     block_lam: str = "sample"
+    momentum_hold: float = 0.0
+    heads: str = "one"
     grid_every_n_epochs: int = 0
 
 
@@ -174,6 +188,12 @@ def validate_classifier(cfg: ClassifierConfig) -> None:
         require_graph_cut()
     _choice(cfg.model.backbone, BACKBONES, "model.backbone")
     _choice(cfg.data.augment, AUGMENTS, "data.augment")
+    _positive(cfg.model.width, "model.width")
+    if cfg.model.pretrained and cfg.model.width != 64:
+        raise ValueError(
+            f"model.pretrained needs torchvision's width 64, got model.width={cfg.model.width}: "
+            "drop one of the two."
+        )
     _positive(cfg.data.image_size, "data.image_size")
     _positive(cfg.data.num_workers, "data.num_workers", allow_zero=True)
     for key in ("subset", "test_subset"):
@@ -188,6 +208,11 @@ def validate_classifier(cfg: ClassifierConfig) -> None:
     _positive(cfg.mixing.grid_every_n_epochs, "mixing.grid_every_n_epochs", allow_zero=True)
     _choice(cfg.mixing.block_bn, BLOCK_BN_MODES, "mixing.block_bn")
     _choice(cfg.mixing.block_lam, BLOCK_LAMBDA_MODES, "mixing.block_lam")
+    _choice(cfg.mixing.heads, HEAD_MODES, "mixing.heads")
+    for key, value in (("optim.final_lr_ratio", cfg.optim.final_lr_ratio),
+                       ("mixing.momentum_hold", cfg.mixing.momentum_hold)):  # fmt: skip
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Invalid {key} {value}: expected a value in [0, 1].")
     _positive(cfg.last_epochs, "last_epochs")
     if not 0.0 <= cfg.mixing.momentum <= cfg.mixing.momentum_end <= 1.0:
         raise ValueError(

@@ -74,7 +74,7 @@ class LearnedMixup(MixBlock):
             mask's mean per sample (N,).
         """
         mask = self._mask(x, z, z_partner, lam)
-        if self.config.lambda_adjust:
+        if self.config.lambda_adjust and self._adjust_this_batch():
             mask = adjust_lambda(mask, lam, self.config.adjust_margin)
         if self.degenerate_margin > 0:
             m = self.degenerate_margin
@@ -106,5 +106,12 @@ class LearnedMixup(MixBlock):
             margin=self.config.mask_margin,
             weight=self.config.mask_loss_weight,
             use_variance=self.config.mask_loss == "mean_var",
+            reduction=self.config.mask_loss_reduction,
+            variance_weight=self.config.variance_weight,
         )
         return x_mb, mask, loss
+
+    def _adjust_this_batch(self) -> bool:
+        """Whether this batch's backbone mask is λ-adjusted (``adjust_probability``)."""
+        p = self.config.adjust_probability
+        return p >= 1.0 or (p > 0.0 and float(torch.rand(())) < p)

@@ -36,17 +36,29 @@ def mask_mean(mask: Tensor) -> Tensor:
     return mask.mean(dim=(1, 2, 3))
 
 
+MASK_LOSS_REDUCTIONS = ("sample", "batch")
+
+
 def mask_loss(
     mask: Tensor,
     lam: Tensor,
     margin: float = 0.1,
     weight: float = 0.1,
     use_variance: bool = True,
+    reduction: str = "sample",
+    variance_weight: float = 1.0,
 ) -> Tensor:
-    """``β (L_mean − L_var)``, or ``β L_mean`` without the variance term (AutoMix).
+    """``β (L_mean − w L_var)``, or ``β L_mean`` without the variance term (AutoMix).
 
-    ``L_mean = mean_i max(|λ_i − μ_i| − ε, 0)`` keeps the mask's area near λ;
+    With ``reduction="sample"`` (the paper's text), per sample:
+    ``L_mean = mean_i max(|λ_i − μ_i| − ε, 0)`` keeps each mask's area near its λ;
     ``L_var = mean_i (1/HW) Σ_hw (s_i,hw − μ_i)²`` is the per-sample spatial variance.
+
+    With ``reduction="batch"`` (the authors' code, OpenMixup's ``PixelMixBlock.mask_loss``):
+    ``μ`` is the mean of the whole batch of masks and ``λ̄`` the batch's mean λ (their code
+    draws one λ per batch), ``L_mean = max(|λ̄ − μ| − ε, 0)`` and ``L_var = (1/NHW) Σ (s − μ)²``,
+    the variance around the batch mean (spatial *and* between samples); their SAMix subtracts
+    it twice (``variance_weight = 2``).
 
     Args:
         mask: ``s_i``, shape (N, 1, H, W).
@@ -54,20 +66,33 @@ def mask_loss(
         margin: ε, paper 0.1.
         weight: β, paper 0.1.
         use_variance: Subtract the variance term (Mix Block+) or not (AutoMix).
+        reduction: ``sample`` or ``batch`` (see above).
+        variance_weight: ``w``, the weight of the variance term (paper 1, authors' code 2).
 
     Returns:
         Scalar loss (fp32).
     """
     _check(mask, lam)
-    if margin < 0 or weight < 0:
-        raise ValueError(f"margin and weight must be >= 0, got {margin} and {weight}.")
+    if margin < 0 or weight < 0 or variance_weight < 0:
+        raise ValueError(
+            f"margin, weight and variance_weight must be >= 0, got {margin}, {weight} and "
+            f"{variance_weight}."
+        )
+    if reduction not in MASK_LOSS_REDUCTIONS:
+        raise ValueError(
+            f"Invalid reduction {reduction!r}. Expected one of: {', '.join(MASK_LOSS_REDUCTIONS)}."
+        )
     mask = mask.float()
-    mu = mask_mean(mask)  # (N,)
-    loss_mean = (torch.abs(lam.float() - mu) - margin).clamp(min=0).mean()
+    if reduction == "batch":
+        mu = mask.mean().view(1)  # (1,): the batch's mean mask value
+        loss_mean = (torch.abs(lam.float().mean() - mu) - margin).clamp(min=0).mean()
+    else:
+        mu = mask_mean(mask)  # (N,)
+        loss_mean = (torch.abs(lam.float() - mu) - margin).clamp(min=0).mean()
     if not use_variance:
         return weight * loss_mean
-    loss_var = ((mask - mu.view(-1, 1, 1, 1)) ** 2).mean(dim=(1, 2, 3)).mean()
-    return weight * (loss_mean - loss_var)
+    loss_var = ((mask - mu.view(-1, 1, 1, 1)) ** 2).mean()  # equal sample sizes: mean of means
+    return weight * (loss_mean - variance_weight * loss_var)
 
 
 @torch.no_grad()
@@ -118,4 +143,66 @@ def mask_diagnostics(mask: Tensor, lam: Tensor) -> dict[str, Tensor]:
         "mask_mean": mu.mean(),
         "mask_lam_gap": (mu - lam.float()).abs().mean(),
         "mask_std": mask.flatten(1).std(dim=1, unbiased=False).mean(),
+        "mask_whole": whole_image(mu).float().mean(),
     }
+
+
+def whole_image(mu: Tensor, margin: float = 0.02) -> Tensor:
+    """Which masks take (nearly) one whole image: mean below ``margin`` or above 1 − margin."""
+    return (mu < margin) | (mu > 1 - margin)
+
+
+class MaskEpochStatistics:
+    """The four statistics of a learned mixup's masks over many batches (e.g. an epoch).
+
+    Per sample it keeps the mask mean ``μ``, the spatial standard deviation and λ, and
+    :meth:`compute` returns:
+
+    - ``std``: mean per-sample spatial standard deviation (≈ 0: constant masks, a blend);
+    - ``lam_corr``: Pearson correlation of ``μ`` with λ over all samples (≈ 0: blind to λ;
+      NaN when either is constant);
+    - ``lam_gap``: mean ``|μ − λ|``;
+    - ``whole``: share of masks that take one whole image (``μ < 0.02`` or ``> 0.98``).
+
+    Examples:
+        >>> stats = MaskEpochStatistics()
+        >>> stats.update(mask, lam)  # every step
+        >>> stats.compute()  # at the end of the epoch; also resets
+        {'std': 0.21, 'lam_corr': 0.83, 'lam_gap': 0.07, 'whole': 0.02}
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[Tensor] = []
+
+    @torch.no_grad()
+    def update(self, mask: Tensor, lam: Tensor) -> None:
+        """Adds a batch: mask (N, 1, H, W), λ (N,)."""
+        _check(mask, lam)
+        mask = mask.detach().float()
+        mu, std = mask_mean(mask), mask.flatten(1).std(dim=1, unbiased=False)
+        self._rows.append(torch.stack([mu, std, lam.detach().float()], dim=1))  # (N, 3)
+
+    def samples(self) -> Tensor:
+        """The kept rows ``(μ, std, λ)``, shape (M, 3) (M = 0 before any update)."""
+        return torch.cat(self._rows) if self._rows else torch.zeros(0, 3)
+
+    def compute(self, rows: Tensor | None = None) -> dict[str, float]:
+        """The four statistics of ``rows`` (default: the kept samples), then a reset."""
+        rows = self.samples() if rows is None else rows
+        self._rows = []
+        if rows.shape[0] == 0:
+            return {}
+        mu, std, lam = rows.double().unbind(dim=1)
+        return {
+            "std": float(std.mean()),
+            "lam_corr": pearson(mu, lam),
+            "lam_gap": float((mu - lam).abs().mean()),
+            "whole": float(whole_image(mu).double().mean()),
+        }
+
+
+def pearson(a: Tensor, b: Tensor) -> float:
+    """Pearson correlation of two 1-D tensors; NaN when either is constant."""
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    denominator = float(a.norm() * b.norm())
+    return float((a * b).sum()) / denominator if denominator > 0 else float("nan")

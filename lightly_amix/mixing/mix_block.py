@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from lightly_amix.mixing.base import as_lambda, mix_with_mask
 
-LAM_ENCODINGS = ("adaptive", "concat")
+LAM_ENCODINGS = ("adaptive", "concat", "none")
 GAMMAS = ("learnable", "fixed")
 CONTENTS = ("nonlinear", "linear")
 ACTIVATIONS = ("relu", "elu")
@@ -60,6 +60,7 @@ ATTENTIONS = ("self", "cross")
 UPSAMPLES = ("bilinear", "nearest")
 MASK_LOSSES = ("mean_var", "mean")
 SMALL_INITS = ("all", "output")
+MASK_LOSS_REDUCTIONS = ("sample", "batch")
 
 
 @dataclass
@@ -67,8 +68,11 @@ class MixBlockConfig:
     """Switches of the Mix Block and of its mask loss (paper §3.2, Table 8).
 
     Attributes:
-        lam_encoding: ``adaptive`` (``z_i' = (1 + γλ) z_i``, ``z_j' = (1 + γ(1 − λ)) z_j``) or
-            ``concat`` (λ and 1 − λ as an extra constant channel, AutoMix).
+        lam_encoding: ``adaptive`` (``z_i' = (1 + γλ) z_i``, ``z_j' = (1 + γ(1 − λ)) z_j``),
+            ``concat`` (λ and 1 − λ as an extra constant channel, AutoMix's paper) or ``none``
+            (the block does not see λ: the authors' AutoMix code on CIFAR, ``lam_concat=False``).
+        lam_rescale: With ``adaptive``: encode ``r(λ) = (4/3 λ³ − 2λ² + (k + 1)λ) / (k + 1/3)``
+            instead of λ (the authors' SAMix code, ``lam_mul_k``; CIFAR k = 0.25); ``None``: λ.
         gamma: ``learnable`` (γ a scalar parameter clamped to [0, 1], initialised 0, the
             paper) or ``fixed`` (γ = 1, the reference code).
         content: ``nonlinear`` (1x1 conv C → C/2, BN, activation, dropout, 1x1 conv C/2 → 1)
@@ -78,13 +82,29 @@ class MixBlockConfig:
         dropout: Dropout ratio in the non-linear content (paper 0.1; reference code 0 on
             small images). Active only in training mode.
         attention: ``self`` (softmax attention over the concatenation of both maps) or
-            ``cross`` (queries from ``z_i'``, keys from ``z_j'``, AutoMix).
+            ``cross`` (AutoMix: queries from ``z_i'``, keys *and values* from ``z_j'``; the
+            block predicts the partner's share ``s_j = U(σ(P ⊗ C(z_j')))`` and returns
+            ``s_i = 1 − s_j``, as the authors' code does).
+        shared_qk: Keys use the query projection (the authors' code with ``cross`` attention,
+            where ``key`` is ``None``); otherwise a separate key projection.
+        transpose_attention: Aggregate with ``Pᵀ`` instead of ``P`` (the authors' SAMix code,
+            ``mask_mode="none"``: ``mask = Pᵀ v`` with the softmax over the other index).
+        content_bias: Biases in the non-linear content's layers (paper: yes; the authors' SAMix
+            value neck: no).
+        upsample_logits: Upsample the mask *logits*, then apply the sigmoid (the authors' code)
+            instead of upsampling the sigmoid's output (the paper's ``U(σ(P ⊗ C))``).
         upsample: ``bilinear`` (paper) or ``nearest`` (AutoMix) from h x w to the image size.
         mask_loss: ``mean_var`` (``β (L_mean − L_var)``, variance rewarded) or ``mean``
             (``β L_mean``, AutoMix).
+        mask_loss_reduction: ``sample`` (each mask against its own λ, spatial variance per
+            sample: the paper's text) or ``batch`` (the batch's mean mask against the mean λ,
+            variance around the batch mean: the authors' code); see :func:`mask_loss`.
+        variance_weight: Weight of the variance term (paper 1; the authors' SAMix code 2).
         mask_loss_weight: β, paper 0.1.
         mask_margin: ε of ``L_mean``, paper 0.1.
         lambda_adjust: Adjust the backbone's mask so its mean is within ``adjust_margin`` of λ.
+        adjust_probability: Share of batches whose backbone mask is λ-adjusted (the authors'
+            SAMix code on CIFAR: ``mask_adjust=0.25``; the paper: always).
         adjust_margin: Margin of the λ adjusting rule, paper 0.1.
         init_std: Standard deviation of the small normal init (bias 0) that makes the first
             masks ≈ 0.5 everywhere (reference code 0.01).
@@ -95,15 +115,23 @@ class MixBlockConfig:
 
     lam_encoding: str = "adaptive"
     gamma: str = "learnable"
+    lam_rescale: float | None = None
     content: str = "nonlinear"
     activation: str = "relu"
     dropout: float = 0.1
+    content_bias: bool = True
     attention: str = "self"
+    shared_qk: bool = False
+    transpose_attention: bool = False
     upsample: str = "bilinear"
+    upsample_logits: bool = False
     mask_loss: str = "mean_var"
+    mask_loss_reduction: str = "sample"
+    variance_weight: float = 1.0
     mask_loss_weight: float = 0.1
     mask_margin: float = 0.1
     lambda_adjust: bool = True
+    adjust_probability: float = 1.0
     adjust_margin: float = 0.1
     init_std: float = 0.01
     small_init: str = "all"
@@ -118,18 +146,29 @@ class MixBlockConfig:
             (self.upsample, UPSAMPLES, "upsample"),
             (self.mask_loss, MASK_LOSSES, "mask_loss"),
             (self.small_init, SMALL_INITS, "small_init"),
+            (self.mask_loss_reduction, MASK_LOSS_REDUCTIONS, "mask_loss_reduction"),
         ):
             if value not in valid:
                 raise ValueError(f"Invalid {key} '{value}'. Expected one of: {', '.join(valid)}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        for key in ("mask_loss_weight", "mask_margin", "adjust_margin", "init_std"):
+        for key in ("mask_loss_weight", "mask_margin", "adjust_margin", "init_std",
+                    "variance_weight"):  # fmt: skip
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}.")
+        if not 0.0 <= self.adjust_probability <= 1.0:
+            raise ValueError(
+                f"adjust_probability must be in [0, 1], got {self.adjust_probability}."
+            )
+        if self.lam_rescale is not None and not 0.0 <= self.lam_rescale <= 10.0:
+            raise ValueError(
+                f"lam_rescale must be None or in [0, 10] (SAMix's code: 0.25), got "
+                f"{self.lam_rescale}."
+            )
 
     @classmethod
-    def automix(cls) -> MixBlockConfig:
-        """The AutoMix Mix Block: the first row ("MixBlock") of the paper's Table 8."""
+    def automix_paper(cls) -> MixBlockConfig:
+        """AutoMix's Mix Block as the AMix paper describes it: Table 8's first row ("MixBlock")."""
         return cls(
             lam_encoding="concat",
             content="linear",
@@ -139,10 +178,59 @@ class MixBlockConfig:
             lambda_adjust=False,
         )
 
+    @classmethod
+    def automix(cls) -> MixBlockConfig:
+        """AutoMix's Mix Block as the authors' code runs it on CIFAR (OpenMixup, ResNet-18).
+
+        Point by point (``configs/classification/cifar100/automix/``, ``PixelMixBlock``): λ not
+        given to the block (``lam_concat=False``), one 1x1 conv for the value, cross attention
+        with keys from the query projection (``key=None``), values from the partner's map and
+        the partner's mask returned (``mask_mode="none_v_"``), nearest upsampling of the
+        logits before the sigmoid, the L1 mask loss on the batch mean (margin 0.1, weight 0.1),
+        no λ adjusting, every layer at normal(0, 0.01).
+        """
+        return cls(
+            lam_encoding="none",
+            content="linear",
+            attention="cross",
+            shared_qk=True,
+            upsample="nearest",
+            upsample_logits=True,
+            mask_loss="mean",
+            mask_loss_reduction="batch",
+            lambda_adjust=False,
+        )
+
+    @classmethod
+    def samix(cls) -> MixBlockConfig:
+        """Mix Block+ as the authors' code runs it on CIFAR (OpenMixup's SAMix, ResNet-18).
+
+        Point by point (``configs/classification/cifar100/samix/``, ``PixelMixBlock``):
+        adaptive λ encoding with a fixed γ = 1 (``lam_mul=True, lam_residual=True``) of the
+        rescaled λ (``lam_mul_k=0.25``), self attention over the concatenated maps with its
+        own key projection (``x_qk_concat=True``), mask ``Pᵀ v`` (``mask_mode="none"``),
+        a two-layer value network without biases, ELU, dropout 0, bilinear upsampling of the
+        logits before the sigmoid, mask loss ``L1 − 2 Var`` on the batch (margin 0.1, weight
+        0.1), λ adjusting of the backbone's mask in a quarter of the batches
+        (``mask_adjust=0.25``).
+        """
+        return cls(
+            gamma="fixed",
+            lam_rescale=0.25,
+            activation="elu",
+            dropout=0.0,
+            content_bias=False,
+            transpose_attention=True,
+            upsample_logits=True,
+            mask_loss_reduction="batch",
+            variance_weight=2.0,
+            adjust_probability=0.25,
+        )
+
 
 def table8_rows() -> list[tuple[str, MixBlockConfig]]:
     """The cumulative rows of the paper's Table 8, from AutoMix's Mix Block to Mix Block+."""
-    rows = [("MixBlock", MixBlockConfig.automix())]
+    rows = [("MixBlock", MixBlockConfig.automix_paper())]
     steps: list[tuple[str, dict[str, Any]]] = [
         ("+adaptive λ", {"lam_encoding": "adaptive"}),
         ("+non-linear content", {"content": "nonlinear"}),
@@ -178,6 +266,8 @@ class MixBlock(nn.Module):
             raise ValueError(f"in_channels must be >= 2, got {in_channels}.")
         self.config = cfg = config or MixBlockConfig()
         self.in_channels = in_channels
+        if cfg.shared_qk and cfg.attention != "cross":
+            raise ValueError("shared_qk needs attention='cross' (one projection for both maps).")
         c_in = in_channels + (1 if cfg.lam_encoding == "concat" else 0)
         d = max(in_channels // 2, 1)
         self.key_dim = d
@@ -192,12 +282,14 @@ class MixBlock(nn.Module):
         # token matrices (N, hw, C), which avoids the transposes around the attention and the
         # slow weight-gradient kernels of 1x1 convolutions on 6x6 maps.
         if cfg.content == "nonlinear":
-            self.content: nn.Module = NonLinearContent(c_in, d, cfg.activation, cfg.dropout)
+            self.content: nn.Module = NonLinearContent(
+                c_in, d, cfg.activation, cfg.dropout, cfg.content_bias
+            )
         else:
             self.content = LinearContent(c_in)
         attn_in = 2 * c_in if cfg.attention == "self" else c_in
         self.query = nn.Linear(attn_in, d)
-        self.key = nn.Linear(attn_in, d)
+        self.key = self.query if cfg.shared_qk else nn.Linear(attn_in, d)
         self._init_weights(cfg.init_std, cfg.small_init)
 
     def _init_weights(self, std: float, which: str) -> None:
@@ -209,7 +301,8 @@ class MixBlock(nn.Module):
             layers = [content.output_layer]
         for layer in layers:
             nn.init.normal_(layer.weight, std=std)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     def gamma_value(self) -> Tensor:
         """γ clamped to [0, 1] (the value actually used), with a straight-through gradient.
@@ -238,6 +331,10 @@ class MixBlock(nn.Module):
 
     def encode_lambda(self, z_i: Tensor, z_j: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
         """λ-encoded maps ``(z_i', z_j')``; λ has shape (N,)."""
+        if self.config.lam_encoding == "none":
+            return z_i, z_j
+        if self.config.lam_rescale is not None:
+            lam = rescale_lambda(lam, self.config.lam_rescale)
         lam4 = lam.to(z_i.dtype).view(-1, 1, 1, 1)  # (N, 1, 1, 1)
         if self.config.lam_encoding == "adaptive":
             g = self.gamma_value().to(z_i.dtype)
@@ -281,10 +378,17 @@ class MixBlock(nn.Module):
         t_i = z_i.flatten(2).transpose(1, 2)  # (N, hw, C')
         t_j = z_j.flatten(2).transpose(1, 2)  # (N, hw, C')
         p = self.attention(t_i, t_j)  # (N, hw, hw), fp32
-        content = self.content(t_i)  # (N, hw)
+        cross = self.config.attention == "cross"
+        # Cross attention weighs the partner's key positions, so the values are the partner's
+        # content too (and the result is the partner's share); otherwise the values are z_i's.
+        content = self.content(t_j if cross else t_i)  # (N, hw)
+        if self.config.transpose_attention:
+            p = p.transpose(1, 2)
         with torch.autocast(device_type=p.device.type, enabled=False):
             c = content.float().unsqueeze(2)  # (N, hw, 1)
-            low = torch.sigmoid(torch.bmm(p, c)).view(n, h, w)  # (N, h, w)
+            low = torch.bmm(p, c).view(n, h, w)  # (N, h, w) mask logits
+            if not self.config.upsample_logits:
+                low = torch.sigmoid(low)
             # U(·): upsampling is linear and separable, so it is two small matrix products
             # A_h · s · A_wᵀ with the matrices of F.interpolate. Same values, and a backward
             # pass without the atomics of interpolate's own backward (the slowest kernel of
@@ -292,6 +396,10 @@ class MixBlock(nn.Module):
             a_h = _upsampling_matrix(out_size[0], h, self.config.upsample, low.device)  # (H, h)
             a_w = _upsampling_matrix(out_size[1], w, self.config.upsample, low.device)  # (W, w)
             mask = torch.matmul(torch.matmul(a_h, low), a_w.T)  # (N, H, W)
+            if self.config.upsample_logits:
+                mask = torch.sigmoid(mask)
+            if cross:  # s_i = 1 − s_j
+                mask = 1 - mask
             return mask.unsqueeze(1)  # (N, 1, H, W), fp32
 
 
@@ -305,13 +413,15 @@ class NonLinearContent(nn.Module):
         dropout: Dropout ratio (training mode only).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, activation: str, dropout: float) -> None:
+    def __init__(
+        self, in_dim: int, hidden_dim: int, activation: str, dropout: float, bias: bool = True
+    ) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.fc1 = nn.Linear(in_dim, hidden_dim, bias=bias)
         self.bn = nn.BatchNorm1d(hidden_dim)
         self.act: nn.Module = nn.ReLU(inplace=True) if activation == "relu" else nn.ELU()
         self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden_dim, 1)
+        self.fc2 = nn.Linear(hidden_dim, 1, bias=bias)
 
     @property
     def output_layer(self) -> nn.Linear:
@@ -341,6 +451,16 @@ class LinearContent(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         """Tokens (N, hw, C') -> content logits (N, hw)."""
         return self.fc(tokens).squeeze(-1)
+
+
+def rescale_lambda(lam: Tensor, k: float) -> Tensor:
+    """SAMix's λ rescaling ``(4/3 λ³ − 2λ² + (k + 1)λ) / (k + 1/3)``: 0 → 0, 1/2 → 1/2, 1 → 1.
+
+    The authors' code (``rescale_lam_mult``) bends λ towards 1/2 for ``k`` near 0 and leaves it
+    closer to the identity for larger ``k``.
+    """
+    k1 = k + 1.0
+    return (4.0 / 3.0 * lam**3 - 2.0 * lam**2 + k1 * lam) / (k1 - 2.0 / 3.0)
 
 
 def _upsampling_matrix(size_out: int, size_in: int, mode: str, device: torch.device) -> Tensor:

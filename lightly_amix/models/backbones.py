@@ -43,6 +43,12 @@ class ResNetBackbone(nn.Module):
             statistic unchanged. Training batches must divide evenly; evaluation is
             unaffected, and :meth:`export_state_dict` averages the parts' running
             statistics into a plain torchvision state_dict.
+        width: Channels of the first stage (torchvision: 64); the later stages have 2, 4 and
+            8 times as many. A narrower network (e.g. 16) keeps the ResNet's depth and map
+            sizes at a sixteenth of the compute: the mask lab's setting on a CPU. torchvision
+            has no width option for ResNet-18/34 (``width_per_group`` is for bottlenecks), so
+            the stages are rebuilt with torchvision's own ``_make_layer``; the state_dict keys
+            stay torchvision's, the shapes are narrower.
 
     Attributes:
         out_dim: Width of the pooled features (512 for ResNet-18/34, 2048 for ResNet-50).
@@ -55,18 +61,23 @@ class ResNetBackbone(nn.Module):
         cifar_stem: bool = False,
         zero_init_residual: bool = False,
         bn_splits: int = 0,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"Unknown backbone '{name}'. Expected one of: {', '.join(RESNETS)}.")
         if bn_splits < 0:
             raise ValueError(f"bn_splits must be >= 0 (0 or 1: plain BatchNorm), got {bn_splits}.")
+        if width < 1:
+            raise ValueError(f"width must be >= 1 (torchvision's ResNets: 64), got {width}.")
         norm = partial(SplitBatchNorm, num_splits=bn_splits) if bn_splits > 1 else None
         resnet = getattr(torchvision.models, name)(
             weights=None, zero_init_residual=zero_init_residual, norm_layer=norm
         )
+        if width != 64:
+            _narrow(resnet, width, zero_init_residual)
         if cifar_stem:
-            resnet.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            resnet.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
             nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
             resnet.maxpool = nn.Identity()
         self.out_dim: int = resnet.fc.in_features
@@ -76,6 +87,7 @@ class ResNetBackbone(nn.Module):
         self.name = name
         self.cifar_stem = cifar_stem
         self.bn_splits = bn_splits if bn_splits > 1 else 0
+        self.width = width
 
     def _stem_to_stage3(self, x: Tensor) -> Tensor:
         r = self.resnet
@@ -137,6 +149,38 @@ class ResNetBackbone(nn.Module):
             if not key.startswith("fc.")
         }
         return merge_split_bn_statistics(state, self.bn_splits)
+
+
+def _narrow(resnet: torchvision.models.ResNet, width: int, zero_init_residual: bool) -> None:
+    """Rebuilds stem and stages of a torchvision ResNet with ``width`` first-stage channels."""
+    block = type(resnet.layer1[0])
+    depths = [len(layer) for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)]
+    resnet.inplanes = width
+    resnet.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    resnet.bn1 = resnet._norm_layer(width)
+    for index, depth in enumerate(depths):
+        stride = 1 if index == 0 else 2
+        layer = resnet._make_layer(block, width * 2**index, depth, stride=stride)
+        setattr(resnet, f"layer{index + 1}", layer)
+    resnet.fc = nn.Linear(width * 8 * block.expansion, resnet.fc.out_features)
+    # torchvision's initialisation, applied again to the rebuilt modules.
+    for module in resnet.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(module.weight, 1)
+            nn.init.constant_(module.bias, 0)
+    if zero_init_residual:
+        for module in resnet.modules():
+            last = getattr(module, "bn3", None) or getattr(module, "bn2", None)
+            if (
+                isinstance(
+                    module,
+                    (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck),
+                )
+                and last is not None
+            ):
+                nn.init.constant_(last.weight, 0)
 
 
 def merge_split_bn_statistics(state: dict[str, Tensor], num_splits: int) -> dict[str, Tensor]:

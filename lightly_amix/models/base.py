@@ -36,7 +36,6 @@ from lightly.models.utils import (
     batch_shuffle,
     batch_unshuffle,
     deactivate_requires_grad,
-    get_weight_decay_parameters,
     update_momentum,
 )
 from lightly.utils import dist
@@ -46,6 +45,7 @@ from torch import Tensor, nn
 from lightly_amix.config import ModelConfig, OptimConfig
 from lightly_amix.losses import contrastive_accuracy, info_nce_from_logits, info_nce_logits
 from lightly_amix.models.backbones import ResNetBackbone
+from lightly_amix.optim import sgd_param_groups
 
 _CHECKPOINT_KEY = "lightly_amix_memory_banks"
 _EPOCHS_KEY = "lightly_amix_max_epochs"
@@ -232,19 +232,7 @@ class MomentumContrastMethod(pl.LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         lr = self.optim_cfg.base_lr * self.batch_size * world / 256
         wd = self.optim_cfg.weight_decay
-        groups: list[dict[str, Any]] = []
-        for prefix, (modules, scale) in self.lr_scales().items():
-            decay, no_decay = get_weight_decay_parameters(modules)
-            for name, params, weight_decay in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
-                if params:
-                    groups.append(
-                        {
-                            "name": prefix + name,
-                            "params": params,
-                            "lr": lr * scale,
-                            "weight_decay": weight_decay,
-                        }
-                    )
+        groups = sgd_param_groups(self.lr_scales(), lr, wd)
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.optim_cfg.momentum)
         total = max(int(self._total_steps()), 1)
         epochs = max(self.trainer.max_epochs or 1, 1) if self._trainer is not None else 1

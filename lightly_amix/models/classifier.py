@@ -62,7 +62,6 @@ import torch
 import torch.nn.functional as F
 from lightly.models.utils import (
     deactivate_requires_grad,
-    get_weight_decay_parameters,
     update_momentum,
 )
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
@@ -79,12 +78,13 @@ from lightly_amix.losses import mixup_cross_entropy
 from lightly_amix.mixing.base import sample_lambda
 from lightly_amix.mixing.learned import LearnedMixup
 from lightly_amix.mixing.manifold import ManifoldMix
-from lightly_amix.mixing.masks import mask_diagnostics
+from lightly_amix.mixing.masks import MaskEpochStatistics, mask_diagnostics
 from lightly_amix.mixing.mix_block import MixBlockConfig
 from lightly_amix.mixing.puzzle import input_saliency
 from lightly_amix.mixing.registry import build_mixup
 from lightly_amix.models.backbones import ResNetBackbone
 from lightly_amix.models.base import _as_config
+from lightly_amix.optim import sgd_param_groups
 from lightly_amix.state_dicts import load_state_dict_strict
 from lightly_amix.utils import BLOCK_BN_MODES, eval_mode, frozen_network_mode
 
@@ -144,7 +144,9 @@ class MixupClassifier(pl.LightningModule):
             }
         )
         self.backbone = ResNetBackbone(
-            self.model_cfg.backbone, cifar_stem=self.model_cfg.cifar_stem
+            self.model_cfg.backbone,
+            cifar_stem=self.model_cfg.cifar_stem,
+            width=self.model_cfg.width,
         )
         if self.model_cfg.pretrained:
             self.load_pretrained(self.model_cfg.pretrained)
@@ -239,18 +241,15 @@ class MixupClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """SGD (no decay on norms/biases) with a per-step cosine schedule to 0."""
         lr, wd = self.optim_cfg.lr, self.optim_cfg.weight_decay
-        groups: list[dict[str, Any]] = []
-        for prefix, (modules, scale) in self.param_groups().items():
-            decay, no_decay = get_weight_decay_parameters(modules)
-            for name, params, weight_decay in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
-                if params:
-                    groups.append({"name": prefix + name, "params": params, "lr": lr * scale,
-                                   "weight_decay": weight_decay})  # fmt: skip
+        groups = sgd_param_groups(self.param_groups(), lr, wd)
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.optim_cfg.momentum)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         epochs = max(self.trainer.max_epochs or 1, 1)
         warmup = int(math.floor(total * self.optim_cfg.warmup_epochs / epochs))
-        scheduler = CosineWarmupScheduler(optimizer, warmup_epochs=warmup, max_epochs=total)
+        scheduler = CosineWarmupScheduler(
+            optimizer, warmup_epochs=warmup, max_epochs=total,
+            end_value=self.optim_cfg.final_lr_ratio,
+        )  # fmt: skip
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -304,13 +303,23 @@ class AutoMixClassifier(MixupClassifier):
         self.head_momentum = copy.deepcopy(self.head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.head_momentum)
+        # The mixed images' classifier: the clean one, or its own (``mixing.heads=two``).
+        self.head_mix = self.head if self.mixing_cfg.heads == "one" else copy.deepcopy(self.head)
+        self.head_mix_momentum = (
+            self.head_momentum if self.mixing_cfg.heads == "one" else copy.deepcopy(self.head_mix)
+        )
+        deactivate_requires_grad(self.head_mix_momentum)
         self.mix_block = LearnedMixup(
             self.backbone.stage3_dim, block_cfg, self.mixing_cfg.degenerate_margin
         )
+        self.mask_stats = MaskEpochStatistics()
 
     def param_groups(self) -> dict[str, tuple[list[nn.Module], float]]:
         """The Mix Block learns at ``mixing.block_lr_scale`` times the network's rate."""
-        return {"": ([self.backbone, self.head], 1.0),
+        network = [self.backbone, self.head]
+        if self.head_mix is not self.head:
+            network.append(self.head_mix)
+        return {"": (network, 1.0),
                 "mix_block_": ([self.mix_block], self.mixing_cfg.block_lr_scale)}  # fmt: skip
 
     def on_train_start(self) -> None:
@@ -338,6 +347,8 @@ class AutoMixClassifier(MixupClassifier):
         if self._trainer is None or start == end:
             return start
         total = max(int(self.trainer.estimated_stepping_batches), 1)
+        if self.global_step < self.mixing_cfg.momentum_hold * total:
+            return start
         return cosine_schedule(min(self.global_step, total), total, start, end)
 
     @torch.no_grad()
@@ -345,6 +356,8 @@ class AutoMixClassifier(MixupClassifier):
         m = self.current_momentum()
         update_momentum(self.backbone, self.backbone_momentum, m)
         update_momentum(self.head, self.head_momentum, m)
+        if self.head_mix is not self.head:
+            update_momentum(self.head_mix, self.head_mix_momentum, m)
         return m
 
     def compute_losses(
@@ -362,7 +375,7 @@ class AutoMixClassifier(MixupClassifier):
         # Online network: clean CE + mixup CE of the backbone's sample (detached mask).
         perm, lam = self.partners(n), self.draw_lambda(n)
         x_mix, _, lam_eff = self.mix_block.backbone_sample(x, x[perm], z, z[perm], lam)
-        loss_mix = mixup_cross_entropy(self(x_mix), y, y[perm], lam_eff)
+        loss_mix = mixup_cross_entropy(self.head_mix(self.backbone(x_mix)), y, y[perm], lam_eff)
         logits = self(x)
         loss_clean = F.cross_entropy(logits.float(), y)
 
@@ -370,7 +383,7 @@ class AutoMixClassifier(MixupClassifier):
         perm2, lam2 = self.partners(n), self.draw_block_lambda(n)
         x_mb, mask2, loss_mask = self.mix_block.block_sample(x, x[perm2], z, z[perm2], lam2)
         with self.block_network_mode():
-            logits_mb = self.head_momentum(self.backbone_momentum(x_mb))
+            logits_mb = self.head_mix_momentum(self.backbone_momentum(x_mb))
         loss_block = mixup_cross_entropy(logits_mb, y, y[perm2], lam2)
 
         loss = loss_clean + loss_mix + loss_block + loss_mask
@@ -396,10 +409,25 @@ class AutoMixClassifier(MixupClassifier):
         momentum = self.update_momentum_network()
         loss, terms, (mask, lam2) = self.compute_losses(x, y)
         stats = mask_diagnostics(mask, lam2)
+        self.mask_stats.update(mask, lam2)
         self.log_terms({"loss": loss, **terms, **stats}, x.shape[0])
         self.log("train/momentum", momentum, batch_size=x.shape[0])
         self.log("train/gamma", self.mix_block.gamma_value().detach(), batch_size=x.shape[0])
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.mask_stats.compute()  # drop what a resumed, partial epoch left
+
+    def on_train_epoch_end(self) -> None:
+        """Logs the epoch's mask statistics (``mask/std``, ``mask/lam_corr``, ``mask/lam_gap``,
+        ``mask/whole``) over the Mix Block's samples of every device."""
+        rows = self.mask_stats.samples().to(self.device)
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(rows)
+            assert isinstance(gathered, Tensor)
+            rows = gathered.reshape(-1, rows.shape[-1])
+        for name, value in self.mask_stats.compute(rows).items():
+            self.log(f"mask/{name}", value, rank_zero_only=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         super().validation_step(batch, batch_idx)

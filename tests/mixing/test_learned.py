@@ -63,3 +63,38 @@ def test_the_block_sample_has_the_gradient_and_the_mask_loss() -> None:
     assert torch.allclose(x_mb, mask * x + (1 - mask) * x[perm], atol=1e-6)
     grads = torch.autograd.grad(x_mb.sum() + loss, list(mixer.parameters()), allow_unused=True)
     assert any(g is not None and g.abs().any() for g in grads)
+
+
+@pytest.mark.parametrize(
+    "config", [MixBlockConfig(), MixBlockConfig.automix(), MixBlockConfig.samix()],
+    ids=["mix_block_plus", "automix", "samix"],
+)  # fmt: skip
+def test_the_block_samples_mask_loss_follows_the_configs_switches(config: MixBlockConfig) -> None:
+    torch.manual_seed(0)
+    mixer = LearnedMixup(C, config)
+    x, z, perm = _inputs()
+    lam = torch.tensor([0.2, 0.4, 0.5, 0.6, 0.8, 0.3])
+    _, mask, loss = mixer.block_sample(x, x[perm], z, z[perm], lam)
+    mask = mask.detach()
+    mu = mask.mean() if config.mask_loss_reduction == "batch" else mask.mean(dim=(1, 2, 3))
+    target = lam.mean() if config.mask_loss_reduction == "batch" else lam
+    loss_mean = ((target - mu).abs() - config.mask_margin).clamp(min=0).mean()
+    centred = mask - (mu if mu.dim() == 0 else mu.view(-1, 1, 1, 1))
+    variance = (centred**2).mean() if config.mask_loss == "mean_var" else torch.tensor(0.0)
+    expected = config.mask_loss_weight * (loss_mean - config.variance_weight * variance)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.25, 1.0])
+def test_lambda_adjusting_in_a_share_of_batches(probability: float) -> None:
+    torch.manual_seed(0)
+    config = MixBlockConfig(init_std=0.5, dropout=0.0, adjust_probability=probability)
+    mixer = LearnedMixup(C, config)
+    x, z, perm = _inputs()
+    lam = torch.full((N,), 0.9)  # far from the ≈ 0.5 masks: adjusting always changes them
+    raw = mixer(z, z[perm], lam, out_size=(H, H)).detach()
+    adjusted = 0
+    for _ in range(200):
+        _, mask, _ = mixer.backbone_sample(x, x[perm], z, z[perm], lam)
+        adjusted += int(not torch.allclose(mask, raw))
+    assert adjusted == pytest.approx(200 * probability, abs=25)

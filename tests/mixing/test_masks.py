@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightly_amix.mixing.masks import adjust_lambda, mask_diagnostics, mask_loss
+from lightly_amix.mixing.masks import (
+    MaskEpochStatistics,
+    adjust_lambda,
+    mask_diagnostics,
+    mask_loss,
+    pearson,
+)
 
 
 def test_mask_loss_matches_direct_formula() -> None:
@@ -97,3 +105,54 @@ def test_shape_errors(fn) -> None:  # type: ignore[no-untyped-def]
         fn(torch.rand(2, 3, 4, 4), torch.rand(2))
     with pytest.raises(ValueError, match=r"lam must have shape \(2,\)"):
         fn(torch.rand(2, 1, 4, 4), torch.rand(3))
+
+
+def test_batch_reduced_mask_loss_matches_the_authors_formula() -> None:
+    """``batch``: |mean λ − batch mean| − ε, minus w × the variance around the batch mean."""
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(4, 1, 5, 5, generator=g)
+    lam = torch.tensor([0.9, 0.8, 0.95, 0.85])
+    mu = mask.sum() / mask.numel()
+    var = ((mask - mu) ** 2).sum() / mask.numel()
+    expected = 0.1 * (max(abs(float(lam.mean() - mu)) - 0.1, 0.0) - 2 * var)
+    got = mask_loss(mask, lam, reduction="batch", variance_weight=2.0)
+    assert got.item() == pytest.approx(float(expected), abs=1e-6)
+    # The per-sample variance is smaller: it leaves out the spread between the samples' means.
+    per_sample = mask_loss(mask, lam, margin=1.0, weight=1.0)
+    batch = mask_loss(mask, lam, margin=1.0, weight=1.0, reduction="batch")
+    assert batch.item() <= per_sample.item()
+    assert mask_loss(mask, lam, use_variance=False, reduction="batch").item() == pytest.approx(
+        0.1 * max(abs(float(lam.mean() - mu)) - 0.1, 0.0), abs=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="reduction"):
+        mask_loss(mask, lam, reduction="pixel")
+    with pytest.raises(ValueError, match="variance_weight"):
+        mask_loss(mask, lam, variance_weight=-1.0)
+
+
+def test_diagnostics_count_whole_image_masks() -> None:
+    mask = torch.stack([torch.full((1, 4, 4), v) for v in (0.01, 0.5, 0.99, 0.97)])
+    assert mask_diagnostics(mask, torch.full((4,), 0.5))["mask_whole"].item() == 0.5
+
+
+def test_epoch_statistics_match_a_direct_recomputation() -> None:
+    g = torch.Generator().manual_seed(0)
+    stats = MaskEpochStatistics()
+    masks, lams = [], []
+    for _ in range(3):
+        lam = torch.rand(5, generator=g)
+        mask = (lam.view(5, 1, 1, 1) + 0.3 * torch.randn(5, 1, 6, 6, generator=g)).clamp(0, 1)
+        mask[0] = 1.0  # one whole-image mask per batch
+        stats.update(mask, lam)
+        masks.append(mask)
+        lams.append(lam)
+    mask, lam = torch.cat(masks).double(), torch.cat(lams).double()
+    mu = mask.mean(dim=(1, 2, 3))
+    got = stats.compute()
+    assert got["std"] == pytest.approx(float(mask.flatten(1).std(dim=1, unbiased=False).mean()))
+    assert got["lam_corr"] == pytest.approx(float(torch.corrcoef(torch.stack([mu, lam]))[0, 1]))
+    assert got["lam_gap"] == pytest.approx(float((mu - lam).abs().mean()))
+    assert got["whole"] == pytest.approx(3 / 15)
+    assert stats.compute() == {}  # compute resets
+    stats.update(torch.full((3, 1, 2, 2), 0.5), torch.rand(3))
+    assert math.isnan(stats.compute()["lam_corr"])  # a constant mask mean has no correlation
+    assert pearson(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.5])) > 0.99

@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightly_amix.mixing.mix_block import MixBlock, MixBlockConfig, mix_images, table8_rows
+from lightly_amix.mixing.mix_block import (
+    MixBlock,
+    MixBlockConfig,
+    mix_images,
+    rescale_lambda,
+    table8_rows,
+)
 
 C, HW, IMG = 16, 4, 32
 
@@ -243,7 +249,7 @@ def test_nearest_upsampling_is_blocky_and_bilinear_smooth() -> None:
 def test_table8_rows_turn_on_one_switch_each() -> None:
     rows = table8_rows()
     assert [name for name, _ in rows][0] == "MixBlock"
-    assert rows[0][1] == MixBlockConfig.automix()
+    assert rows[0][1] == MixBlockConfig.automix_paper()
     assert rows[-1][1] == replace(MixBlockConfig(), dropout=rows[-1][1].dropout)
     for (_, before), (_, after) in zip(rows, rows[1:], strict=False):
         changed = [k for k in vars(before) if getattr(before, k) != getattr(after, k)]
@@ -341,3 +347,153 @@ def test_gamma_is_projected_back_and_returns_when_the_gradient_turns() -> None:
         optimizer.step()
     block(z_i, z_j, lam, out_size=(IMG, IMG))
     assert 0.0 < block.gamma.item() <= 1.0
+
+
+# ----------------------------------------------------------------- cross attention (values)
+@pytest.mark.parametrize("cfg", [MixBlockConfig.automix(), MixBlockConfig.automix_paper()],
+                         ids=["code", "paper"])  # fmt: skip
+def test_cross_attention_values_move_with_the_keys(cfg: MixBlockConfig) -> None:
+    """Keys and values come from z_j: permuting z_j's positions alone leaves the mask as it is.
+
+    (With values from z_i, the weights over *j's* key positions multiplied *i's* content at
+    the same indices, and the same permutation changed the mask by up to 0.40.)
+    """
+    torch.manual_seed(0)
+    block = MixBlock(C, replace(cfg, init_std=0.5)).eval()
+    z_i, z_j = feats(4)
+    lam = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    perm = torch.randperm(HW * HW)
+    z_j_perm = z_j.flatten(2)[:, :, perm].view_as(z_j)
+    before = block(z_i, z_j, lam, (IMG, IMG))
+    after = block(z_i, z_j_perm, lam, (IMG, IMG))
+    assert (before - 0.5).abs().max() > 0.05  # the check is not on a constant mask
+    assert torch.allclose(before, after, atol=1e-6)
+    # Permuting z_i's positions instead moves the mask with them (queries index the output).
+    z_i_perm = z_i.flatten(2)[:, :, perm].view_as(z_i)
+    low = block(z_i, z_j, lam, (HW, HW)).flatten(2)[:, :, perm]
+    assert torch.allclose(block(z_i_perm, z_j, lam, (HW, HW)).flatten(2), low, atol=1e-6)
+
+
+def test_cross_attention_returns_one_minus_the_partners_share() -> None:
+    """s_i = 1 − U(σ(P ⊗ C(z_j'))), P from queries of z_i' and keys of z_j' (direct recompute)."""
+    torch.manual_seed(2)
+    cfg = replace(MixBlockConfig.automix_paper(), init_std=0.3, upsample="bilinear")
+    block = MixBlock(C, cfg).eval()
+    z_i, z_j = feats(2)
+    lam = torch.tensor([0.3, 0.7])
+    mask = block(z_i, z_j, lam, (IMG, IMG))
+    for n in range(2):
+        zi = torch.cat([z_i[n], torch.full((1, HW, HW), float(lam[n]))]).reshape(C + 1, -1)
+        zj = torch.cat([z_j[n], torch.full((1, HW, HW), 1 - float(lam[n]))]).reshape(C + 1, -1)
+        q = block.query.weight @ zi + block.query.bias[:, None]  # (d, hw)
+        k = block.key.weight @ zj + block.key.bias[:, None]  # (d, hw)
+        p = torch.softmax(q.T @ k / math.sqrt(C // 2), dim=1)  # (hw, hw)
+        v = block.content.fc.weight @ zj + block.content.fc.bias[:, None]  # (1, hw): z_j's
+        low = torch.sigmoid(p @ v.T).reshape(1, 1, HW, HW)
+        expected = 1 - F.interpolate(low, size=(IMG, IMG), mode="bilinear")
+        assert torch.allclose(mask[n : n + 1], expected, atol=1e-5)
+
+
+# ----------------------------------------------------------------- the authors' code switches
+def test_no_lambda_encoding_makes_the_mask_independent_of_lambda() -> None:
+    block = MixBlock(C, replace(MixBlockConfig.automix(), init_std=0.5)).eval()
+    z_i, z_j = feats()
+    a = block(z_i, z_j, torch.tensor([0.1, 0.5, 0.9]), (IMG, IMG))
+    b = block(z_i, z_j, torch.tensor([0.9, 0.2, 0.3]), (IMG, IMG))
+    assert torch.equal(a, b)
+    with_lam = MixBlock(C, replace(MixBlockConfig.automix_paper(), init_std=0.5)).eval()
+    a = with_lam(z_i, z_j, torch.tensor([0.1, 0.5, 0.9]), (IMG, IMG))
+    b = with_lam(z_i, z_j, torch.tensor([0.9, 0.2, 0.3]), (IMG, IMG))
+    assert not torch.allclose(a, b)
+
+
+def test_shared_qk_uses_the_query_projection_for_keys() -> None:
+    block = MixBlock(C, MixBlockConfig.automix())
+    assert block.key is block.query
+    assert sum(p.numel() for p in block.parameters()) == (C + 1) * (C // 2) + (C + 1)
+    with pytest.raises(ValueError, match="shared_qk needs attention='cross'"):
+        MixBlock(C, MixBlockConfig(shared_qk=True))
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_upsample_logits_then_sigmoid(mode: str) -> None:
+    """``upsample_logits``: σ(U(P ⊗ C)) instead of U(σ(P ⊗ C)); same low-resolution logits."""
+    torch.manual_seed(3)
+    cfg = MixBlockConfig(init_std=0.5, upsample=mode, gamma="fixed")
+    first = MixBlock(C, cfg).eval()
+    second = MixBlock(C, replace(cfg, upsample_logits=True)).eval()
+    second.load_state_dict(first.state_dict())
+    z_i, z_j = feats()
+    lam = torch.tensor([0.2, 0.5, 0.8])
+    low = first(z_i, z_j, lam, (HW, HW))  # σ(P ⊗ C) at the map's size
+    logits = torch.logit(low)
+    align = False if mode == "bilinear" else None
+    expected = torch.sigmoid(F.interpolate(logits, size=(IMG, IMG), mode=mode, align_corners=align))
+    assert torch.allclose(second(z_i, z_j, lam, (IMG, IMG)), expected, atol=1e-5)
+    if mode == "bilinear":  # differs from upsampling the sigmoid's output
+        assert not torch.allclose(first(z_i, z_j, lam, (IMG, IMG)), expected, atol=1e-4)
+
+
+def test_transpose_attention_aggregates_with_p_transposed() -> None:
+    torch.manual_seed(4)
+    cfg = MixBlockConfig(init_std=0.5, gamma="fixed", dropout=0.0)
+    plain = MixBlock(C, cfg).eval()
+    transposed = MixBlock(C, replace(cfg, transpose_attention=True)).eval()
+    transposed.load_state_dict(plain.state_dict())
+    z_i, z_j = feats()
+    lam = torch.tensor([0.2, 0.5, 0.8])
+    zi, zj = plain.encode_lambda(z_i, z_j, lam)
+    t_i, t_j = zi.flatten(2).transpose(1, 2), zj.flatten(2).transpose(1, 2)
+    p = plain.attention(t_i, t_j)  # (N, hw, hw)
+    content = plain.content(t_i).unsqueeze(2)  # (N, hw, 1)
+    expected = torch.sigmoid(p.transpose(1, 2) @ content).view(3, 1, HW, HW)
+    assert torch.allclose(transposed(z_i, z_j, lam, (HW, HW)), expected, atol=1e-6)
+
+
+def test_content_without_biases() -> None:
+    block = MixBlock(C, MixBlockConfig.samix())
+    content = block.content
+    assert content.fc1.bias is None and content.fc2.bias is None
+    assert isinstance(content.act, torch.nn.ELU) and content.drop.p == 0.0
+
+
+def test_lambda_rescaling_matches_the_formula_and_enters_the_encoding() -> None:
+    lam = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.9, 1.0])
+    k = 0.25
+    expected = (4 / 3 * lam**3 - 2 * lam**2 + (k + 1) * lam) / (k + 1 - 2 / 3)
+    assert torch.allclose(rescale_lambda(lam, k), expected)
+    assert torch.allclose(rescale_lambda(torch.tensor([0.0, 0.5, 1.0]), k),
+                          torch.tensor([0.0, 0.5, 1.0]))  # fmt: skip
+    block = MixBlock(C, MixBlockConfig.samix())  # γ = 1 fixed
+    z_i, z_j = feats()
+    lam3 = torch.tensor([0.1, 0.5, 0.9])
+    a, b = block.encode_lambda(z_i, z_j, lam3)
+    r = rescale_lambda(lam3, k).view(3, 1, 1, 1)
+    assert torch.allclose(a, (1 + r) * z_i) and torch.allclose(b, (2 - r) * z_j)
+
+
+def test_profiles_reproduce_the_authors_code() -> None:
+    automix = MixBlockConfig.automix()
+    assert (automix.lam_encoding, automix.content, automix.attention, automix.upsample) == (
+        "none", "linear", "cross", "nearest")  # fmt: skip
+    assert automix.upsample_logits and automix.shared_qk and not automix.lambda_adjust
+    assert (automix.mask_loss, automix.mask_loss_reduction) == ("mean", "batch")
+    samix = MixBlockConfig.samix()
+    assert (samix.gamma, samix.lam_rescale, samix.attention) == ("fixed", 0.25, "self")
+    assert samix.transpose_attention and samix.upsample_logits and not samix.content_bias
+    assert (samix.mask_loss_reduction, samix.variance_weight) == ("batch", 2.0)
+    assert samix.adjust_probability == 0.25 and samix.dropout == 0.0
+    for cfg in (automix, samix):
+        mask = MixBlock(C, cfg)(*feats(), torch.tensor([0.2, 0.5, 0.8]), (IMG, IMG))
+        assert mask.shape == (3, 1, IMG, IMG) and bool(((mask >= 0) & (mask <= 1)).all())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"adjust_probability": 1.5}, "adjust_probability"), ({"lam_rescale": -1.0}, "lam_rescale"),
+     ({"variance_weight": -1.0}, "variance_weight"),
+     ({"mask_loss_reduction": "mean"}, "mask_loss_reduction")],
+)  # fmt: skip
+def test_bad_new_switches(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        MixBlockConfig(**kwargs)

@@ -264,6 +264,8 @@ def test_mix_block_learning_rate_scale() -> None:
     assert groups["decay"]["initial_lr"] == pytest.approx(base)
     assert groups["mix_block_decay"]["initial_lr"] == pytest.approx(10 * base)
     assert groups["mix_block_no_decay"]["weight_decay"] == 0.0
+    # γ of Mix Block+ takes no weight decay (decay would pull it to 0: masks blind to λ).
+    assert any(p is model.mix_block.gamma for p in groups["mix_block_no_decay"]["params"])
     block = {id(p) for p in model.mix_block.parameters()}
     in_block_groups = {
         id(p) for name in ("mix_block_decay", "mix_block_no_decay") for p in groups[name]["params"]

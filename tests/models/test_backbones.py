@@ -105,3 +105,25 @@ def test_merge_split_statistics_leaves_other_entries() -> None:
 def test_negative_bn_splits() -> None:
     with pytest.raises(ValueError, match="bn_splits must be >= 0"):
         ResNetBackbone("resnet18", bn_splits=-2)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_a_narrow_resnet_keeps_depth_and_map_sizes(name: str) -> None:
+    wide = ResNetBackbone(name, cifar_stem=True)
+    narrow = ResNetBackbone(name, cifar_stem=True, width=16)
+    assert narrow.out_dim == wide.out_dim // 4 and narrow.stage3_dim == wide.stage3_dim // 4
+    x = torch.randn(2, 3, 28, 28)
+    pooled, stage3 = narrow.forward_with_stage3(x)
+    assert pooled.shape == (2, narrow.out_dim) and stage3.shape == (2, narrow.stage3_dim, 7, 7)
+    # Same layers, same keys, narrower tensors; torchvision's initialisation.
+    assert narrow.resnet.state_dict().keys() == wide.resnet.state_dict().keys()
+    assert narrow.resnet.conv1.weight.shape == (16, 3, 3, 3)
+    conv = narrow.resnet.layer2[0].conv1.weight
+    fan_out = conv.shape[0] * conv.shape[2] * conv.shape[3]
+    assert float(conv.detach().std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.2)
+    assert torch.all(narrow.resnet.layer3[0].bn1.weight == 1)
+    zero = ResNetBackbone(name, width=16, zero_init_residual=True)
+    last = zero.resnet.layer1[0].bn3 if name == "resnet50" else zero.resnet.layer1[0].bn2
+    assert torch.all(last.weight == 0)
+    with pytest.raises(ValueError, match="width must be >= 1"):
+        ResNetBackbone(name, width=0)

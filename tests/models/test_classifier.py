@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,8 @@ from lightly_amix.classifier_config import (
     CLASSIFIER_METHODS,
     ClassifierMixingConfig,
     ClassifierModelConfig,
+    ClassifierOptimConfig,
+    load_classifier_config,
 )
 from lightly_amix.data.datamodule import ClassifierDataModule
 from lightly_amix.losses import mixup_cross_entropy
@@ -209,3 +212,101 @@ def test_a_short_run_with_the_papers_momentum_warns() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         fit(AutoMixClassifier(CLASSES, "amix", mixing=mixing), steps=1)
+
+
+# ----------------------------------------------------------------- the mask lab's switches
+def test_gamma_takes_no_weight_decay_and_every_block_parameter_is_optimised() -> None:
+    """γ of Mix Block+ sits in a no-decay group (decay would pull it to 0: blind to λ)."""
+    model = AutoMixClassifier(
+        CLASSES, "amix", optim=ClassifierOptimConfig(weight_decay=5e-4),
+        mixing=ClassifierMixingConfig(block_lr_scale=3.0),
+    )  # fmt: skip
+    trainer = fit(model, steps=1)
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    gamma_group = [
+        g for g in groups.values() if any(p is model.mix_block.gamma for p in g["params"])
+    ]
+    assert len(gamma_group) == 1 and gamma_group[0]["weight_decay"] == 0.0
+    assert gamma_group[0]["name"] == "mix_block_no_decay"
+    block = {id(p) for p in model.mix_block.parameters()}
+    optimised = {id(p) for g in groups.values() if g["name"].startswith("mix_block_")
+                 for p in g["params"]}  # fmt: skip
+    assert optimised == block
+    assert groups["mix_block_decay"]["weight_decay"] == pytest.approx(5e-4)
+
+
+def test_two_heads_the_block_learns_through_the_mixed_heads_ema() -> None:
+    torch.manual_seed(0)
+    model = AutoMixClassifier(CLASSES, "amix", mixing=ClassifierMixingConfig(heads="two"))
+    assert model.head_mix is not model.head and model.head_mix_momentum is not model.head_momentum
+    data = Images()
+    x, y = data.x[:BATCH], data.y[:BATCH]
+    used: list[str] = []
+    for name in ("head", "head_mix", "head_momentum", "head_mix_momentum"):
+        getattr(model, name).register_forward_hook(lambda *_, n=name: used.append(n))
+    _, terms, _ = model.compute_losses(x, y)
+    assert sorted(used) == ["head", "head_mix", "head_mix_momentum"]
+    grads = _grads(terms["loss_mix"], [model.head.weight, model.head_mix.weight])
+    assert grads[0] is None and grads[1] is not None and grads[1].abs().any()
+    grads = _grads(terms["loss_clean"], [model.head.weight, model.head_mix.weight])
+    assert grads[0] is not None and grads[1] is None
+    trainer = fit(model, steps=1)
+    optimised = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert id(model.head_mix.weight) in optimised
+    one = AutoMixClassifier(CLASSES, "amix")
+    assert one.head_mix is one.head and one.head_mix_momentum is one.head_momentum
+
+
+def test_momentum_is_held_then_follows_the_cosine() -> None:
+    model = AutoMixClassifier(
+        CLASSES, "amix", mixing=ClassifierMixingConfig(momentum_hold=0.5, momentum_end=1.0)
+    )
+    trainer = SimpleNamespace(estimated_stepping_batches=5, global_step=0)
+    model._trainer = trainer  # type: ignore[assignment]
+    values = []
+    for step in range(5):
+        trainer.global_step = step
+        values.append(model.current_momentum())
+    cosine = [1 - 0.001 * (1 + math.cos(math.pi * s / 4)) / 2 for s in range(5)]
+    assert values == pytest.approx([0.999, 0.999, 0.999, cosine[3], cosine[4]])
+
+
+def test_the_learning_rate_ends_at_its_floor() -> None:
+    model = MixupClassifier(CLASSES, "vanilla", optim=ClassifierOptimConfig(final_lr_ratio=0.5))
+    trainer = fit(model, steps=4)
+    lrs = [g["lr"] for g in trainer.optimizers[0].param_groups]
+    assert lrs == pytest.approx([0.05] * len(lrs))
+
+
+def test_mask_statistics_are_logged_per_epoch() -> None:
+    torch.manual_seed(0)
+    model = AutoMixClassifier(CLASSES, "amix")
+    rows: list[torch.Tensor] = []
+    update = model.mask_stats.update
+
+    def spy(mask: torch.Tensor, lam: torch.Tensor) -> None:
+        update(mask, lam)
+        rows.append(model.mask_stats.samples()[-BATCH:].clone())
+
+    model.mask_stats.update = spy  # type: ignore[method-assign]
+    trainer = fit(model, steps=N // BATCH)  # one epoch
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("mask/")}
+    samples = torch.cat(rows).double()
+    mu, std, lam = samples.unbind(1)
+    expected_corr = float(torch.corrcoef(torch.stack([mu, lam]))[0, 1])
+    assert logged["mask/lam_corr"] == pytest.approx(expected_corr, abs=1e-5)
+    assert logged["mask/std"] == pytest.approx(float(std.mean()), abs=1e-6)
+    assert logged["mask/lam_gap"] == pytest.approx(float((mu - lam).abs().mean()), abs=1e-6)
+    assert logged["mask/whole"] == pytest.approx(float(((mu < 0.02) | (mu > 0.98)).double().mean()))
+    assert len(rows) == N // BATCH
+
+
+def test_a_narrow_backbone_is_used_and_validated() -> None:
+    model = MixupClassifier(CLASSES, "vanilla", model=ClassifierModelConfig(width=8))
+    assert model.backbone.out_dim == 64 and model.head.in_features == 64
+    with pytest.raises(ValueError, match="model.width"):
+        load_classifier_config(overrides=["model.width=0"])
+    with pytest.raises(ValueError, match="mixing.heads"):
+        load_classifier_config(overrides=["mixing.heads=three"])
+    with pytest.raises(ValueError, match="optim.final_lr_ratio"):
+        load_classifier_config(overrides=["optim.final_lr_ratio=2"])
