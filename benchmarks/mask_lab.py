@@ -97,6 +97,29 @@ def _ablation() -> dict[str, tuple[str, str, tuple[str, ...]]]:
     return rows
 
 
+def _automix_rows() -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """AutoMix's block from the authors' code, with λ given to it (the paper's AutoMix row)."""
+    code = block_overrides(MixBlockConfig.automix())
+    given = (*code, "mix_block.lam_encoding=concat", "mix_block.mask_loss_reduction=sample")
+    return {
+        "b1": ("amix", "AutoMix's block (code) + λ as a channel, mask loss per sample", given),
+        "b2": ("amix", "b1 + the variance term divided by μ(1 − μ), × 2",
+               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
+                "mix_block.variance_weight=2.0")),
+    }  # fmt: skip
+
+
+# Fixes of our own, each one change from Mix Block+'s defaults.
+OWN_ROWS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "c1": ("amix", "Mix Block+ with 10 × the learning rate", ("mixing.block_lr_scale=10",)),
+    "c2": ("amix", "Mix Block+ with the variance term × 5", ("mix_block.variance_weight=5.0",)),
+    "c3": ("amix", "Mix Block+ with only its output layer small at init",
+           ("mix_block.small_init=output",)),
+    "c5": ("amix", "Mix Block+ with the variance divided by μ(1 − μ), × 2",
+           ("mix_block.variance_norm=true", "mix_block.variance_weight=2.0")),
+}  # fmt: skip
+
+
 ROWS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "vanilla": ("vanilla", "vanilla (no mixup)", ()),
     "mixup": ("mixup", "MixUp", ()),
@@ -105,6 +128,8 @@ ROWS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "automix": ("automix", "AutoMix (block as the authors' code)", ()),
     "amix": ("amix", "AMix (Mix Block+, today's defaults)", ()),
     **_ablation(),
+    **_automix_rows(),
+    **OWN_ROWS,
 }
 LEARNED_METHODS = ("automix", "amix")
 
@@ -203,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     add("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
     add("--list", action="store_true", help="print every row's method and overrides, then exit")
     add(
+        "--report",
+        action="store_true",
+        help="train nothing: tabulate the finished runs among --rows x --seeds",
+    )
+    add(
         "--data-root",
         default=FASHION_MNIST_DEFAULT_ROOT,
         help="folder of the four idx .gz files (default: %(default)s)",
@@ -250,7 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.overrides = [*SETTING, *args.overrides]
     root = Path(args.output_dir)
-    results = [run_row(name, seed, args) for name in args.rows for seed in args.seeds]
+    jobs = [(name, seed) for name in args.rows for seed in args.seeds]
+    if args.report:
+        jobs = [(n, s) for n, s in jobs if (root / f"{n}_seed{s}" / "classify.json").is_file()]
+        if not jobs:
+            print(f"error: no finished run of those rows and seeds in {root}.", file=sys.stderr)
+            return 2
+    results = [run_row(name, seed, args) for name, seed in jobs]
     table = summary(results)
     root.mkdir(parents=True, exist_ok=True)
     (root / "results.json").write_text(json.dumps(results, indent=2))

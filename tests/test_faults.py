@@ -25,6 +25,7 @@ import lightly_amix.training.checkpoint_io as checkpoint_io
 from lightly_amix.cli import pretrain_main
 from lightly_amix.training import ResumeError, resolve_resume
 from tests.fakes import write_stl10
+from tests.run_records import StepsSeen
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "tests" / "fault_runner.py"
@@ -73,6 +74,13 @@ def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[
     return get
 
 
+def _resume(data: Path, out: Path, run: str, *extra: str) -> list[int]:
+    """``--resume auto``; returns the global step at the start of each batch it trained."""
+    seen = StepsSeen()
+    assert _main(data, out, run, "--resume", "auto", *extra, callbacks=(seen,)) == 0
+    return seen.steps
+
+
 def _load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -117,7 +125,7 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(
     ckpt = _load(out / "last.ckpt")
     assert (ckpt["global_step"], ckpt["epoch"]) == (4, 1)  # one step into the second epoch
 
-    assert _main(data, out, run, "--resume", "auto") == 0
+    assert _resume(data, out, run) == [4, 5]  # not a restart from step 0
     assert f"Resuming from {out / 'last.ckpt'} (step 4, epoch 1)" in capsys.readouterr().out
     assert_same_training_state(reference(run) / "last.ckpt", out / "last.ckpt")
 
@@ -132,7 +140,7 @@ def test_kill_9_during_a_save_keeps_the_previous_checkpoint(
     assert len(torn) == 1  # the half-written temporary file of the third save
     assert _valid_step(out / "last.ckpt") == 2  # the second save, untouched
 
-    assert _main(data, out, "mocov2-loader", "--resume", "auto") == 0
+    assert _resume(data, out, "mocov2-loader") == [2, 3, 4, 5]
     printed = capsys.readouterr().out
     assert f"Removed {torn[0].name}" in printed and "(step 2, epoch 0)" in printed
     assert not torn[0].exists()
@@ -169,7 +177,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(
     assert _valid_step(out / "last.ckpt") == 2
 
     monkeypatch.setattr(checkpoint_io, "_write_file", original)  # space freed
-    assert _main(data, out, "mocov2-loader", "--resume", "auto") == 0
+    assert _resume(data, out, "mocov2-loader") == [2, 3, 4, 5]
     assert_same_training_state(reference("mocov2-loader") / "last.ckpt", out / "last.ckpt")
 
 
@@ -198,7 +206,7 @@ def test_a_non_finite_step_saves_nothing_non_finite(
     assert not (out / "interrupted.ckpt").exists()  # the step had poisoned BatchNorm: not saved
     assert _valid_step(out / "last.ckpt") == 4
 
-    assert _main(data, out, "mocov2-loader", "--resume", "auto") == 0  # the input is fixed
+    assert _resume(data, out, "mocov2-loader") == [4, 5]  # the input is fixed
     assert_same_training_state(reference("mocov2-loader") / "last.ckpt", out / "last.ckpt")
 
 
@@ -224,7 +232,7 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(
     assert _valid_step(out / "interrupted.ckpt") == 5  # the step in progress was finished
     assert _valid_step(out / "last.ckpt") == 4
 
-    assert _main(data, out, "mocov2-loader", "--resume", "auto") == 0
+    assert _resume(data, out, "mocov2-loader") == [5]
     assert f"Resuming from {out / 'interrupted.ckpt'} (step 5, epoch 1)" in capsys.readouterr().out
     assert_same_training_state(reference("mocov2-loader") / "last.ckpt", out / "last.ckpt")
 
@@ -289,7 +297,8 @@ def test_failed_resumes_never_replace_the_trained_run(
     untrained["global_step"], untrained["epoch"] = 0, 0
     torch.save(untrained, out / "interrupted.ckpt")
 
-    for _ in range(2):  # continue to 3 epochs, then once more (nothing left to train)
-        assert _main(data, out, "mocov2-loader", "--resume", "auto", "--epochs", "3") == 0
+    # Continue to 3 epochs (the third one only), then once more (nothing left to train).
+    for expected in ([6, 7, 8], []):
+        assert _resume(data, out, "mocov2-loader", "--epochs", "3") == expected
         assert f"Resuming from {out / 'last.ckpt'}" in capsys.readouterr().out
     assert _valid_step(out / "last.ckpt") == 9

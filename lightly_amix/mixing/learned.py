@@ -108,6 +108,7 @@ class LearnedMixup(MixBlock):
             use_variance=self.config.mask_loss == "mean_var",
             reduction=self.config.mask_loss_reduction,
             variance_weight=self.config.variance_weight,
+            normalize_variance=self.config.variance_norm,
         )
         return x_mb, mask, loss
 

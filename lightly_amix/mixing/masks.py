@@ -47,6 +47,7 @@ def mask_loss(
     use_variance: bool = True,
     reduction: str = "sample",
     variance_weight: float = 1.0,
+    normalize_variance: bool = False,
 ) -> Tensor:
     """``β (L_mean − w L_var)``, or ``β L_mean`` without the variance term (AutoMix).
 
@@ -68,6 +69,11 @@ def mask_loss(
         use_variance: Subtract the variance term (Mix Block+) or not (AutoMix).
         reduction: ``sample`` or ``batch`` (see above).
         variance_weight: ``w``, the weight of the variance term (paper 1, authors' code 2).
+        normalize_variance: Divide each variance by ``μ (1 − μ)``, the variance of a binary
+            mask with that mean, so the term (in [0, 1]) rewards sharp masks of any area
+            instead of pulling every mean towards 1/2, where ``μ (1 − μ)`` peaks. (In the mask
+            lab a plain variance term strong enough to make masks spatial held their means at
+            1/2, blind to λ: ``benchmarks/RESULTS.md``.)
 
     Returns:
         Scalar loss (fp32).
@@ -91,7 +97,14 @@ def mask_loss(
         loss_mean = (torch.abs(lam.float() - mu) - margin).clamp(min=0).mean()
     if not use_variance:
         return weight * loss_mean
-    loss_var = ((mask - mu.view(-1, 1, 1, 1)) ** 2).mean()  # equal sample sizes: mean of means
+    mu4 = mu.view(-1, 1, 1, 1)
+    if normalize_variance:
+        squares = (mask - mu4) ** 2
+        var = squares.mean(dim=(1, 2, 3)) if reduction == "sample" else squares.mean().view(1)
+        bound = (mu * (1 - mu)).clamp(min=_EPS)  # the variance of a binary mask of mean μ
+        loss_var = (var / bound).mean()
+    else:
+        loss_var = ((mask - mu4) ** 2).mean()  # equal sample sizes: mean of means
     return weight * (loss_mean - variance_weight * loss_var)
 
 

@@ -6,10 +6,10 @@ Mix Block predicts a pixel mask ``s_i`` (N, 1, H, W) with values in [0, 1], the 
 the partner's mask ``s_j`` instead; here λ and ``s_i`` always mean the share of ``x_i``.)
 
 Every row of the paper's Table 8 is a switch of :class:`MixBlockConfig`, so the AutoMix Mix
-Block and each step towards Mix Block+ are the same class:
+Block (:meth:`MixBlockConfig.automix_paper`) and each step towards Mix Block+ are the same class:
 
 =====================  ==============================  ================================
-switch                 Mix Block+ (default)             AutoMix Mix Block
+switch                 Mix Block+ (default)             AutoMix Mix Block (paper)
 =====================  ==============================  ================================
 ``lam_encoding``       ``adaptive``: (1 + γλ) z_i       ``concat``: λ as an extra channel
 ``content``            ``nonlinear``: conv-BN-act-conv  ``linear``: one 1x1 conv C → 1
@@ -18,6 +18,10 @@ switch                 Mix Block+ (default)             AutoMix Mix Block
 ``mask_loss``          ``mean_var`` (L_mean − L_var)    ``mean`` (L_mean only)
 ``lambda_adjust``      True                             False
 =====================  ==============================  ================================
+
+Every difference between the paper's text and the authors' public code (OpenMixup's
+``PixelMixBlock`` and its CIFAR configs) is a switch too; :meth:`MixBlockConfig.automix` and
+:meth:`MixBlockConfig.samix` set them as that code does (``docs/methods.md`` has the table).
 
 Initialisation: with every layer at the reference code's normal(0, 0.01), the attention logits
 are ≈ 0, so the attention is uniform and ``P ⊗ C`` is the same at every position: the first
@@ -100,6 +104,8 @@ class MixBlockConfig:
             sample: the paper's text) or ``batch`` (the batch's mean mask against the mean λ,
             variance around the batch mean: the authors' code); see :func:`mask_loss`.
         variance_weight: Weight of the variance term (paper 1; the authors' SAMix code 2).
+        variance_norm: Divide the variance by ``μ (1 − μ)``, its value for a binary mask of
+            that mean (see :func:`~lightly_amix.mixing.masks.mask_loss`); not in the paper.
         mask_loss_weight: β, paper 0.1.
         mask_margin: ε of ``L_mean``, paper 0.1.
         lambda_adjust: Adjust the backbone's mask so its mean is within ``adjust_margin`` of λ.
@@ -128,6 +134,7 @@ class MixBlockConfig:
     mask_loss: str = "mean_var"
     mask_loss_reduction: str = "sample"
     variance_weight: float = 1.0
+    variance_norm: bool = False
     mask_loss_weight: float = 0.1
     mask_margin: float = 0.1
     lambda_adjust: bool = True

@@ -32,9 +32,10 @@ def test_a_few_steps_print_the_four_mask_statistics_per_epoch_and_draw_the_grid(
 ) -> None:
     fake = write_fashion_mnist(tmp_path / "fm", sizes=(40, 20))
     out = tmp_path / "lab"
-    argv = [sys.executable, str(SCRIPT), "--data-root", str(fake.folder), "--output-dir",
-            str(out), "--rows", "vanilla", "a8", "--seeds", "0", "--epochs", "2", "--subset",
-            "20", "--test-subset", "10", "--batch-size", "5"]  # fmt: skip
+    base = [sys.executable, str(SCRIPT), "--data-root", str(fake.folder), "--output-dir",
+            str(out), "--epochs", "2", "--subset", "20", "--test-subset", "10", "--batch-size",
+            "5"]  # fmt: skip
+    argv = [*base, "--rows", "vanilla", "a8", "--seeds", "0"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((out / "results.json").read_text())
@@ -60,6 +61,15 @@ def test_a_few_steps_print_the_four_mask_statistics_per_epoch_and_draw_the_grid(
     # A second call reads the cached runs and trains nothing.
     again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "Writing to" not in again.stdout
+    # --report tabulates only the finished runs among the rows and seeds asked for.
+    report = subprocess.run([*base, "--report", "--rows", "a8", "mixup", "--seeds", "0",
+                             "1"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert [r["row"] for r in json.loads((out / "results.json").read_text())] == ["a8"]
+    assert not (out / "mixup_seed0").exists() and "Writing to" not in report.stdout
+    none = subprocess.run([*base, "--report", "--rows", "mixup"], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert none.returncode == 2 and "no finished run" in none.stderr
     bad = subprocess.run([sys.executable, str(SCRIPT), "--data-root", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "no Fashion-MNIST" in bad.stderr

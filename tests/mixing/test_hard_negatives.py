@@ -43,7 +43,31 @@ def test_mixes_of_the_hardest_negatives_and_of_the_query() -> None:
         for m in range(s2):
             expected = F.normalize(beta[n, m] * q[n] + (1 - beta[n, m]) * hard[j2[n, m]], dim=0)
             assert torch.allclose(got[n, s + m], expected, atol=1e-5)
-    assert float(beta.max()) < 0.5  # the query never dominates its mixes
+
+
+def test_the_query_never_dominates_its_mixes() -> None:
+    """β < 1/2, read back from the module's output: each query mix lies in the plane of the
+    query and one of its hard negatives, with a smaller share of the query."""
+    q, queue = _data()
+    num_hard, s2 = 5, 64
+    torch.manual_seed(2)  # the module's own draws (global generator)
+    got = mochi_negatives(q, queue, num_hard, 0, s2)  # (N, s', D)
+    shares = []
+    for n in range(N):
+        hard = queue[(q[n] @ queue.T).topk(num_hard).indices]  # (num_hard, D)
+        # For every hard negative h: the least-squares (a, b) with a q + b h ≈ mix, per mix.
+        basis = torch.stack([q[n].expand(num_hard, D), hard], dim=2).double()  # (nh, D, 2)
+        target = got[n].double().T.unsqueeze(0).expand(num_hard, D, s2)  # (nh, D, s')
+        coef = torch.linalg.lstsq(basis, target).solution  # (nh, 2, s')
+        residual = (basis @ coef - target).norm(dim=1)  # (nh, s')
+        best = residual.argmin(dim=0)  # (s',) the negative each mix was made from
+        assert bool((residual.min(dim=0).values < 1e-5).all())
+        a, b = coef[best, 0, torch.arange(s2)], coef[best, 1, torch.arange(s2)]  # (s',)
+        assert bool((a >= -1e-6).all() and (b > 0).all())
+        shares.append(a / (a + b))  # β of each mix
+    beta = torch.cat(shares)
+    assert float(beta.max()) < 0.5  # the query never dominates
+    assert float(beta.max()) > 0.3 and float(beta.min()) < 0.1  # β spans U(0, 1/2)
 
 
 def test_bad_counts_are_refused_and_zero_counts_give_nothing() -> None:

@@ -66,8 +66,10 @@ def test_the_block_sample_has_the_gradient_and_the_mask_loss() -> None:
 
 
 @pytest.mark.parametrize(
-    "config", [MixBlockConfig(), MixBlockConfig.automix(), MixBlockConfig.samix()],
-    ids=["mix_block_plus", "automix", "samix"],
+    "config",
+    [MixBlockConfig(), MixBlockConfig.automix(), MixBlockConfig.samix(),
+     MixBlockConfig(variance_norm=True, variance_weight=2.0)],
+    ids=["mix_block_plus", "automix", "samix", "normalised_variance"],
 )  # fmt: skip
 def test_the_block_samples_mask_loss_follows_the_configs_switches(config: MixBlockConfig) -> None:
     torch.manual_seed(0)
@@ -81,6 +83,8 @@ def test_the_block_samples_mask_loss_follows_the_configs_switches(config: MixBlo
     loss_mean = ((target - mu).abs() - config.mask_margin).clamp(min=0).mean()
     centred = mask - (mu if mu.dim() == 0 else mu.view(-1, 1, 1, 1))
     variance = (centred**2).mean() if config.mask_loss == "mean_var" else torch.tensor(0.0)
+    if config.variance_norm:  # per sample: each variance over μ (1 − μ), then the mean
+        variance = ((centred**2).mean(dim=(1, 2, 3)) / (mu * (1 - mu))).mean()
     expected = config.mask_loss_weight * (loss_mean - config.variance_weight * variance)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
 

@@ -156,3 +156,25 @@ def test_epoch_statistics_match_a_direct_recomputation() -> None:
     stats.update(torch.full((3, 1, 2, 2), 0.5), torch.rand(3))
     assert math.isnan(stats.compute()["lam_corr"])  # a constant mask mean has no correlation
     assert pearson(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.5])) > 0.99
+
+
+def test_normalised_variance_rewards_sharp_masks_of_any_area_equally() -> None:
+    """Divided by μ (1 − μ), a binary mask scores 1 whatever its area (no pull towards 1/2)."""
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for area in (0.1, 0.3, 0.5, 0.8):
+        mask = (torch.rand(3, 1, 16, 16, generator=g) < area).float()
+        lam = mask.mean(dim=(1, 2, 3))
+        loss = mask_loss(mask, lam, margin=0.0, weight=1.0, normalize_variance=True)
+        losses.append(loss.item())
+        plain = mask_loss(mask, lam, margin=0.0, weight=1.0)
+        expected = -float((mask.mean(dim=(1, 2, 3)) * (1 - mask.mean(dim=(1, 2, 3)))).mean())
+        assert plain.item() == pytest.approx(expected, abs=1e-6)  # plain: μ (1 − μ)
+    assert losses == pytest.approx([-1.0] * 4, abs=1e-5)
+    soft = torch.full((2, 1, 4, 4), 0.3) + 0.1 * torch.randn(2, 1, 4, 4, generator=g)
+    lam = soft.mean(dim=(1, 2, 3))
+    mu = lam.double()
+    var = ((soft.double() - mu.view(-1, 1, 1, 1)) ** 2).mean(dim=(1, 2, 3))
+    got = mask_loss(soft, lam, margin=0.0, weight=0.1, variance_weight=2.0,
+                    normalize_variance=True)  # fmt: skip
+    assert got.item() == pytest.approx(float(-0.2 * (var / (mu * (1 - mu))).mean()), abs=1e-6)

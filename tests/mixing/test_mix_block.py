@@ -209,16 +209,29 @@ def test_dropout_only_in_training_mode() -> None:
     assert not torch.equal(c, d)
 
 
-def test_attention_is_fp32_under_bf16_autocast_without_overflow() -> None:
-    block = MixBlock(C)
+def test_attention_is_fp32_under_bf16_autocast() -> None:
+    """Under bf16 autocast the attention logits and softmax run in fp32 (bf16 keeps ~3 digits:
+    large logits would be rounded and the softmax would pick other winners)."""
+    torch.manual_seed(0)
+    block = MixBlock(C, MixBlockConfig(init_std=0.5))
     z_i, z_j = feats()
-    big = 1e3  # fp16 would overflow: the logits reach ~1e6
+    big = 3.0  # logits of order 10: bf16 keeps about 3 digits of them
+    tokens = (z_i * big).flatten(2).transpose(1, 2)
+    reference = block.attention(tokens, tokens)  # fp32, no autocast
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        tokens = (z_i * big).flatten(2).transpose(1, 2)
         p = block.attention(tokens, tokens)
         mask = block(z_i * big, z_j * big, 0.5, (IMG, IMG))
-    assert p.dtype == torch.float32 and torch.isfinite(p).all()
-    assert torch.isfinite(mask).all() and mask.dtype == torch.float32
+    assert p.dtype == torch.float32 and mask.dtype == torch.float32
+    # Only the projections ran in bf16; the logits and softmax did not lose precision again.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q16 = block.query(torch.cat([tokens, tokens], -1)).float()
+        k16 = block.key(torch.cat([tokens, tokens], -1)).float()
+    expected = torch.softmax(q16 @ k16.transpose(1, 2) / math.sqrt(C // 2), dim=-1)
+    assert torch.allclose(p, expected, atol=1e-5)
+    rounded = torch.softmax((q16.bfloat16() @ k16.bfloat16().transpose(1, 2)).float()
+                            / math.sqrt(C // 2), dim=-1)  # fmt: skip
+    assert (rounded - expected).abs().max() > 1e-3  # what a bf16 product would have given
+    assert torch.isfinite(mask).all() and (reference - p).abs().max() < 0.5
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
@@ -240,10 +253,20 @@ def test_upsampling_equals_f_interpolate(mode: str, size: tuple[int, int]) -> No
 def test_nearest_upsampling_is_blocky_and_bilinear_smooth() -> None:
     z_i, z_j = feats()
     near = MixBlock(C, MixBlockConfig(upsample="nearest", init_std=0.5)).eval()
-    mask = near(z_i, z_j, 0.5, (IMG, IMG))
+    smooth = MixBlock(C, MixBlockConfig(upsample="bilinear", init_std=0.5)).eval()
+    smooth.load_state_dict(near.state_dict())
     cell = IMG // HW
+    mask = near(z_i, z_j, 0.5, (IMG, IMG))
     blocks = mask.view(3, 1, HW, cell, HW, cell)
     assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks))
+    # Bilinear: not constant within a cell, and no step between neighbours larger than the
+    # largest step of the nearest mask divided by the cell size (a linear ramp over a cell).
+    soft = smooth(z_i, z_j, 0.5, (IMG, IMG))
+    soft_blocks = soft.view(3, 1, HW, cell, HW, cell)
+    assert not torch.allclose(soft_blocks, soft_blocks[:, :, :, :1, :, :1].expand_as(soft_blocks))
+    step_near = (mask[..., 1:] - mask[..., :-1]).abs().max()
+    step_soft = (soft[..., 1:] - soft[..., :-1]).abs().max()
+    assert step_soft <= step_near / cell + 1e-6 and step_near > 0.01
 
 
 def test_table8_rows_turn_on_one_switch_each() -> None:
@@ -309,12 +332,17 @@ def test_reference_code_options() -> None:
 
 
 def test_partner_share_is_one_minus_the_mask() -> None:
+    """Each mixed image is ``s ⊙ x_i + (1 − s) ⊙ x_perm[i]``: the partner gets ``1 − s``."""
     x = torch.randn(4, 3, 8, 8)
-    perm = torch.tensor([1, 0, 3, 2])  # pairs swap partners
+    perm = torch.tensor([1, 2, 3, 0])  # a 4-cycle: i's partner is not i's partner's partner
     mask = torch.rand(4, 1, 8, 8)
     mixed = mix_images(x, perm, mask)
-    # Seen from the partner: s_j = 1 − s_i gives the same mixed image.
-    assert torch.allclose(mixed, mix_images(x[perm], perm, 1 - mask), atol=1e-6)
+    for i in range(4):
+        expected = mask[i] * x[i] + (1 - mask[i]) * x[int(perm[i])]
+        assert torch.allclose(mixed[i], expected, atol=1e-6)
+    # Seen from the partner: its share of every pixel is 1 − s.
+    share_of_partner = (mixed - x) / (x[perm] - x)
+    assert torch.allclose(share_of_partner, (1 - mask).expand_as(x), atol=1e-3)
 
 
 def test_gamma_is_projected_back_and_returns_when_the_gradient_turns() -> None:

@@ -15,6 +15,7 @@ import torchvision
 import yaml
 
 from lightly_amix.cli import pretrain_main
+from tests.run_records import StepsSeen
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "pretrain_stl10.py"
@@ -145,7 +146,11 @@ def test_resume_gives_the_same_weights_queue_and_optimizer(
     _fit(fake_stl10, straight, 2, *method)
     _fit(fake_stl10, resumed, 2, *method, callbacks=(_StopAfterFirstEpoch(),))  # interrupted
     assert _load(resumed / "last.ckpt")["global_step"] == 2
-    _fit(fake_stl10, resumed, 2, *method, "--resume", "auto")
+    seen = StepsSeen()
+    _fit(fake_stl10, resumed, 2, *method, "--resume", "auto", callbacks=(seen,))
+    # The resumed launch trained only the second epoch: a restart from step 0 (the checkpoint
+    # ignored) would end bit-identical too, the run being deterministic.
+    assert seen.steps == [2, 3]
 
     a, b = _load(straight / "last.ckpt"), _load(resumed / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 4
@@ -188,7 +193,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_auto_picks(fake_stl10: Path, tmp_
     interrupted = _load(out / "interrupted.ckpt")
     assert interrupted["global_step"] == 3
     assert _load(out / "last.ckpt")["global_step"] == 2
-    _fit(fake_stl10, out, 2, "--resume", "auto")
+    seen = StepsSeen()
+    _fit(fake_stl10, out, 2, "--resume", "auto", callbacks=(seen,))
+    assert seen.steps == [3]  # continued from interrupted.ckpt, not from last.ckpt or step 0
     assert _load(out / "last.ckpt")["global_step"] == 4
     assert (out / "backbone.pt").is_file()
 

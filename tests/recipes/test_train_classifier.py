@@ -17,6 +17,7 @@ import torch
 from lightly_amix.classifier_config import CLASSIFIER_METHODS
 from lightly_amix.classify_cli import classify_main
 from tests.fakes import write_cifar100, write_fashion_mnist
+from tests.run_records import StepsSeen, logged_per_epoch
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "recipes" / "configs"
@@ -46,7 +47,11 @@ def test_every_method_trains_an_epoch_and_writes_its_row(
     assert code == 0
     result = json.loads((out / "classify.json").read_text())
     assert result["method"] == method and result["epochs"] == [0]
-    assert 0.0 <= result["median"] <= 100.0 and result["median"] == result["values"][0]
+    # The median of the one epoch is the test top-1 this run logged, a share of 8 test images.
+    logged = logged_per_epoch(out, "val/top1")
+    assert list(logged) == [0] and result["values"] == [pytest.approx(logged[0][0])]
+    assert result["median"] == result["values"][0]
+    assert result["median"] * 8 / 100 == pytest.approx(round(result["median"] * 8 / 100))
     rows = (out / "results.md").read_text().splitlines()
     assert rows[-1].startswith(f"| {method} | fashion-mnist | resnet18 | 1 | ")
     assert (out / "backbone.pt").is_file() and (out / "last.ckpt").is_file()
@@ -103,12 +108,18 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(
         signal.signal(signal.SIGINT, signal.default_int_handler)
     assert torch.load(stopped / "interrupted.ckpt", weights_only=True)["global_step"] == 3
     # Ctrl-C at epoch 1's last step (3): the epoch is validated and saved, then the run stops.
+    # Each launch starts where the previous one stopped (a restart from step 0 would end
+    # bit-identical too: the run is deterministic).
+    seen = StepsSeen()
     code = classify_main([*args, "--output-dir", str(stopped), "--resume", "auto"],
-                         config_dir=CONFIGS, callbacks=[_CtrlCAt(3)])  # fmt: skip
+                         config_dir=CONFIGS, callbacks=[_CtrlCAt(3), seen])  # fmt: skip
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    assert code == 1
+    assert code == 1 and seen.steps == [3]
     assert torch.load(stopped / "last.ckpt", weights_only=True)["global_step"] == 4
-    assert _run(*args, "--output-dir", str(stopped), "--resume", "auto") == 0
+    seen = StepsSeen()
+    code = classify_main([*args, "--output-dir", str(stopped), "--resume", "auto"],
+                         config_dir=CONFIGS, callbacks=[seen])  # fmt: skip
+    assert code == 0 and seen.steps == [4, 5]
     a = torch.load(tmp_path / "a" / "last.ckpt", weights_only=True)
     b = torch.load(stopped / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 6
