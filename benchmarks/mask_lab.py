@@ -70,8 +70,12 @@ def block_overrides(cfg: MixBlockConfig) -> tuple[str, ...]:
     return tuple(out)
 
 
+PAPER = tuple(f"mix_block.{key}={value}" for key, value in (
+    ("variance_norm", "false"), ("variance_weight", 1.0)))  # fmt: skip
+
+
 def _ablation() -> dict[str, tuple[str, str, tuple[str, ...]]]:
-    """Cumulative rows from Mix Block+'s defaults towards the authors' code."""
+    """Cumulative rows from Mix Block+ as the paper's text towards the authors' code."""
     steps = [
         ("a1", "+ γ fixed at 1", ("mix_block.gamma=fixed",)),
         ("a2", "+ logits upsampled, then sigmoid", ("mix_block.upsample_logits=true",)),
@@ -89,8 +93,10 @@ def _ablation() -> dict[str, tuple[str, str, tuple[str, ...]]]:
         ("a10", "+ momentum held for 10 %, then cosine to 0.999999",
          ("mixing.momentum_hold=0.1", "mixing.momentum_end=0.999999")),
     ]  # fmt: skip
-    rows: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-    previous: tuple[str, ...] = ()
+    rows: dict[str, tuple[str, str, tuple[str, ...]]] = {
+        "a0": ("amix", "Mix Block+ as the paper's text (0.1.0's defaults)", PAPER)
+    }
+    previous: tuple[str, ...] = PAPER
     for key, label, change in steps:
         previous = (*previous, *change)
         rows[key] = ("amix", label, previous)
@@ -106,16 +112,20 @@ def _automix_rows() -> dict[str, tuple[str, str, tuple[str, ...]]]:
         "b2": ("amix", "b1 + the variance term divided by μ(1 − μ), × 2",
                (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
                 "mix_block.variance_weight=2.0")),
+        "b3": ("amix", "b1 + the variance term divided by μ(1 − μ), × 5",
+               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
+                "mix_block.variance_weight=5.0")),
     }  # fmt: skip
 
 
-# Fixes of our own, each one change from Mix Block+'s defaults.
+# Fixes of our own, each one change from Mix Block+ as the paper's text (row a0).
 OWN_ROWS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "c1": ("amix", "Mix Block+ with 10 × the learning rate", ("mixing.block_lr_scale=10",)),
-    "c2": ("amix", "Mix Block+ with the variance term × 5", ("mix_block.variance_weight=5.0",)),
-    "c3": ("amix", "Mix Block+ with only its output layer small at init",
-           ("mix_block.small_init=output",)),
-    "c5": ("amix", "Mix Block+ with the variance divided by μ(1 − μ), × 2",
+    "c1": ("amix", "a0 with 10 × the Mix Block's learning rate",
+           (*PAPER, "mixing.block_lr_scale=10")),
+    "c2": ("amix", "a0 with the variance term × 5", (*PAPER, "mix_block.variance_weight=5.0")),
+    "c3": ("amix", "a0 with only the block's output layer small at init",
+           (*PAPER, "mix_block.small_init=output")),
+    "c5": ("amix", "a0 with the variance divided by μ(1 − μ), × 2 (the new default)",
            ("mix_block.variance_norm=true", "mix_block.variance_weight=2.0")),
 }  # fmt: skip
 
@@ -126,7 +136,7 @@ ROWS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cutmix": ("cutmix", "CutMix", ()),
     "fmix": ("fmix", "FMix", ()),
     "automix": ("automix", "AutoMix (block as the authors' code)", ()),
-    "amix": ("amix", "AMix (Mix Block+, today's defaults)", ()),
+    "amix": ("amix", "AMix (Mix Block+, the defaults)", ()),
     **_ablation(),
     **_automix_rows(),
     **OWN_ROWS,

@@ -160,7 +160,7 @@ class ClassifierConfig:
             ``saliencymix``, ``fmix``, ``resizemix``, ``puzzlemix``) or a learned one
             (``automix``: the AutoMix Mix Block; ``amix``: Mix Block+).
         mix_block: Mix Block switches of ``amix`` (``automix`` uses
-            :meth:`MixBlockConfig.automix` whatever this holds).
+            :meth:`MixBlockConfig.automix_tuned` whatever this holds).
         last_epochs: The reported metric is the median test top-1 of this many last epochs.
     """
 
@@ -175,7 +175,7 @@ class ClassifierConfig:
 
     def block_config(self) -> MixBlockConfig:
         """The Mix Block of the method: AutoMix's for ``automix``, ``mix_block`` for ``amix``."""
-        return MixBlockConfig.automix() if self.method == "automix" else self.mix_block
+        return MixBlockConfig.automix_tuned() if self.method == "automix" else self.mix_block
 
 
 AUGMENTS = ("auto", "crop", "resized_crop")

@@ -270,7 +270,7 @@ class AutoMixClassifier(MixupClassifier):
         optim: SGD settings.
         mixing: λ, momentum schedule, degenerate margin, the Mix Block's learning rate.
         mix_block: Switches of Mix Block+ for ``amix``; ``automix`` always uses
-            :meth:`MixBlockConfig.automix`.
+            :meth:`MixBlockConfig.automix_tuned` (the authors' block with the mask lab's fixes).
     """
 
     def __init__(
@@ -294,7 +294,7 @@ class AutoMixClassifier(MixupClassifier):
                     f"Invalid mixing.{key} {value!r}. Expected one of: {', '.join(valid)}."
                 )
         block_cfg: MixBlockConfig = (
-            MixBlockConfig.automix()
+            MixBlockConfig.automix_tuned()
             if method == "automix"
             else _as_config(mix_block or MixBlockConfig(), MixBlockConfig)
         )

@@ -58,7 +58,8 @@ def test_the_block_sample_has_the_gradient_and_the_mask_loss() -> None:
     x_mb, mask, loss = mixer.block_sample(x, x[perm], z, z[perm], lam)
     assert mask.requires_grad and x_mb.requires_grad
     expected = mask_loss(mask, lam, margin=config.mask_margin, weight=config.mask_loss_weight,
-                         use_variance=True)  # fmt: skip
+                         use_variance=True, variance_weight=config.variance_weight,
+                         normalize_variance=config.variance_norm)  # fmt: skip
     assert torch.allclose(loss, expected)
     assert torch.allclose(x_mb, mask * x + (1 - mask) * x[perm], atol=1e-6)
     grads = torch.autograd.grad(x_mb.sum() + loss, list(mixer.parameters()), allow_unused=True)

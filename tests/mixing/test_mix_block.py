@@ -273,7 +273,7 @@ def test_table8_rows_turn_on_one_switch_each() -> None:
     rows = table8_rows()
     assert [name for name, _ in rows][0] == "MixBlock"
     assert rows[0][1] == MixBlockConfig.automix_paper()
-    assert rows[-1][1] == replace(MixBlockConfig(), dropout=rows[-1][1].dropout)
+    assert rows[-1][1] == replace(MixBlockConfig.paper(), dropout=rows[-1][1].dropout)
     for (_, before), (_, after) in zip(rows, rows[1:], strict=False):
         changed = [k for k in vars(before) if getattr(before, k) != getattr(after, k)]
         assert len(changed) == 1, changed
@@ -525,3 +525,17 @@ def test_profiles_reproduce_the_authors_code() -> None:
 def test_bad_new_switches(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         MixBlockConfig(**kwargs)
+
+
+def test_the_default_is_the_paper_with_the_mask_labs_normalised_variance() -> None:
+    default, paper = MixBlockConfig(), MixBlockConfig.paper()
+    changed = {k for k in vars(default) if getattr(default, k) != getattr(paper, k)}
+    assert changed == {"variance_norm", "variance_weight"}
+    assert default.variance_norm and default.variance_weight == 2.0
+    assert not paper.variance_norm and paper.variance_weight == 1.0
+    for profile in (
+        MixBlockConfig.automix(),
+        MixBlockConfig.samix(),
+        MixBlockConfig.automix_paper(),
+    ):
+        assert not profile.variance_norm  # the authors' code and the paper: a plain variance

@@ -89,7 +89,7 @@ def test_automix_uses_automix_block_and_amix_mix_block_plus() -> None:
     automix = build_classifier("automix", CLASSES)
     amix = build_classifier("amix", CLASSES, mix_block=MixBlockConfig())
     assert isinstance(automix, AutoMixClassifier) and isinstance(amix, AutoMixClassifier)
-    assert automix.mix_block.config == MixBlockConfig.automix()
+    assert automix.mix_block.config == MixBlockConfig.automix_tuned()
     assert amix.mix_block.config == MixBlockConfig()
     assert automix.mix_block.degenerate_margin == amix.mix_block.degenerate_margin == 0.08
 
