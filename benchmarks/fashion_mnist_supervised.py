@@ -175,12 +175,20 @@ def main() -> int:
     ]
     results.sort(key=lambda r: (args.methods.index(r["method"]), r["seed"]))
     summary = table(results, last=results[0]["epochs"][-1] - results[0]["epochs"][0] + 1)
+    save_and_print(root, results, summary, "Supervised mixups", args)
+    return 0
+
+
+def save_and_print(
+    root: Path, results: list[dict[str, Any]], summary: str, title: str, args: argparse.Namespace
+) -> None:
+    """``results.json`` and ``results.md`` in ``root``; the table on stdout under its setting."""
+    root.mkdir(parents=True, exist_ok=True)
     (root / "results.json").write_text(json.dumps(results, indent=2))
     (root / "results.md").write_text(summary + "\n")
-    print(f"Fashion-MNIST, {args.subset} training / {args.test_subset} test images, "
+    print(f"{title}: Fashion-MNIST, {args.subset} training / {args.test_subset} test images, "
           f"{args.epochs} epochs, batch {args.batch_size}, {args.precision}:")  # fmt: skip
     print(summary)
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import statistics
 import sys
@@ -48,7 +47,7 @@ from lightly_amix.data import FASHION_MNIST_DEFAULT_ROOT
 from lightly_amix.mixing.mix_block import MixBlockConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist_supervised import grid, run  # noqa: E402  (a sibling script)
+from fashion_mnist_supervised import grid, run, save_and_print  # noqa: E402  (a sibling script)
 
 # The lab's setting, on top of recipes/configs/classify/fashion_mnist.yaml.
 SETTING = (
@@ -297,13 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no finished run of those rows and seeds in {root}.", file=sys.stderr)
             return 2
     results = [run_row(name, seed, args) for name, seed in jobs]
-    table = summary(results)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "results.json").write_text(json.dumps(results, indent=2))
-    (root / "results.md").write_text(table + "\n")
-    print(f"\nMask lab: Fashion-MNIST, {args.subset} training / {args.test_subset} test images, "
-          f"{args.epochs} epochs, batch {args.batch_size}, {args.precision}:")  # fmt: skip
-    print(table)
+    print()
+    save_and_print(root, results, summary(results), "Mask lab", args)
     return 0
 
 
