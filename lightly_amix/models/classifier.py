@@ -303,12 +303,11 @@ class AutoMixClassifier(MixupClassifier):
         self.head_momentum = copy.deepcopy(self.head)
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.head_momentum)
-        # The mixed images' classifier: the clean one, or its own (``mixing.heads=two``).
-        self.head_mix = self.head if self.mixing_cfg.heads == "one" else copy.deepcopy(self.head)
-        self.head_mix_momentum = (
-            self.head_momentum if self.mixing_cfg.heads == "one" else copy.deepcopy(self.head_mix)
-        )
-        deactivate_requires_grad(self.head_mix_momentum)
+        # The mixed images' classifier: the clean one, or its own (``mixing.heads=two``; only
+        # then registered, so that one-head checkpoints keep their keys).
+        if self.mixing_cfg.heads == "two":
+            self.mix_head = copy.deepcopy(self.head)
+            self.mix_head_momentum = copy.deepcopy(self.head_momentum)
         self.mix_block = LearnedMixup(
             self.backbone.stage3_dim, block_cfg, self.mixing_cfg.degenerate_margin
         )
@@ -321,6 +320,16 @@ class AutoMixClassifier(MixupClassifier):
             network.append(self.head_mix)
         return {"": (network, 1.0),
                 "mix_block_": ([self.mix_block], self.mixing_cfg.block_lr_scale)}  # fmt: skip
+
+    @property
+    def head_mix(self) -> nn.Module:
+        """The classifier of mixed images: ``head`` itself, or its own with ``heads=two``."""
+        return self.mix_head if self.mixing_cfg.heads == "two" else self.head
+
+    @property
+    def head_mix_momentum(self) -> nn.Module:
+        """The EMA of :attr:`head_mix`, through which the Mix Block learns."""
+        return self.mix_head_momentum if self.mixing_cfg.heads == "two" else self.head_momentum
 
     def on_train_start(self) -> None:
         """Warns when the momentum network would stay close to its initialisation.

@@ -244,6 +244,7 @@ def test_two_heads_the_block_learns_through_the_mixed_heads_ema() -> None:
     used: list[str] = []
     for name in ("head", "head_mix", "head_momentum", "head_mix_momentum"):
         getattr(model, name).register_forward_hook(lambda *_, n=name: used.append(n))
+    assert not any(p.requires_grad for p in model.head_mix_momentum.parameters())
     _, terms, _ = model.compute_losses(x, y)
     assert sorted(used) == ["head", "head_mix", "head_mix_momentum"]
     grads = _grads(terms["loss_mix"], [model.head.weight, model.head_mix.weight])
@@ -255,6 +256,9 @@ def test_two_heads_the_block_learns_through_the_mixed_heads_ema() -> None:
     assert id(model.head_mix.weight) in optimised
     one = AutoMixClassifier(CLASSES, "amix")
     assert one.head_mix is one.head and one.head_mix_momentum is one.head_momentum
+    # One head: the checkpoint keys of 0.1.0 (no head_mix.*); two heads: their own keys.
+    assert not any(k.startswith("mix_head") for k in one.state_dict())
+    assert {"mix_head.weight", "mix_head_momentum.weight"} <= set(model.state_dict())
 
 
 def test_momentum_is_held_then_follows_the_cosine() -> None:
