@@ -161,11 +161,7 @@ def main() -> int:
         help="config override for every run")  # fmt: skip
     add("--output-dir", default="benchmarks/out/fashion_mnist_supervised")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not (Path(args.data_root) / "train-images-idx3-ubyte.gz").is_file():
-        print(f"error: no Fashion-MNIST in {args.data_root}; pass --data-root (or on Debian: "
-              "apt-get install dataset-fashion-mnist).", file=sys.stderr)  # fmt: skip
+    if not ready(args):
         return 2
     root = Path(args.output_dir)
     results = [
@@ -177,6 +173,17 @@ def main() -> int:
     summary = table(results, last=results[0]["epochs"][-1] - results[0]["epochs"][0] + 1)
     save_and_print(root, results, summary, "Supervised mixups", args)
     return 0
+
+
+def ready(args: argparse.Namespace) -> bool:
+    """Sets ``--threads``; False (with one line on stderr) when there is no Fashion-MNIST."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (Path(args.data_root) / "train-images-idx3-ubyte.gz").is_file():
+        print(f"error: no Fashion-MNIST in {args.data_root}; pass --data-root (or on Debian: "
+              "apt-get install dataset-fashion-mnist).", file=sys.stderr)  # fmt: skip
+        return False
+    return True
 
 
 def save_and_print(

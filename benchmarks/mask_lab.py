@@ -41,13 +41,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lightly_amix.data import FASHION_MNIST_DEFAULT_ROOT
 from lightly_amix.mixing.mix_block import MixBlockConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist_supervised import grid, run, save_and_print  # noqa: E402  (a sibling script)
+# A sibling script, imported as a module (its folder is on sys.path above).
+from fashion_mnist_supervised import grid, ready, run, save_and_print  # noqa: E402
 
 # The lab's setting, on top of recipes/configs/classify/fashion_mnist.yaml.
 SETTING = (
@@ -281,11 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(list_rows())
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not (Path(args.data_root) / "train-images-idx3-ubyte.gz").is_file():
-        print(f"error: no Fashion-MNIST in {args.data_root}; pass --data-root (or on Debian: "
-              "apt-get install dataset-fashion-mnist).", file=sys.stderr)  # fmt: skip
+    if not ready(args):
         return 2
     args.overrides = [*SETTING, *args.overrides]
     root = Path(args.output_dir)

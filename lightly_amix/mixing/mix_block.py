@@ -230,7 +230,7 @@ class MixBlockConfig:
         taken per sample, and the variance term divided by ``μ (1 − μ)`` is added with weight
         5 (mask lab row ``b3``, ``benchmarks/RESULTS.md``: with weight 2, row ``b2``, the
         masks followed λ but stayed blends, spatial std 0.07; with 5 they are sharp, std 0.43,
-        correlation with λ' 0.93 in seed 0, but a second seed's masks went blind to λ: not
+        correlation with λ' 0.93 in seeds 0 and 2, but seed 1's masks ended blind to λ: not
         settled yet).
         """
         return replace(
