@@ -120,11 +120,41 @@ def test_mixup_cross_entropy_and_pbce() -> None:
     assert torch.allclose(mixup_pbce(logits, y_i, y_j, lam), pbce, atol=1e-6)
 
 
+def test_weighted_mixup_cross_entropy_matches_direct_formula_for_any_lambda() -> None:
+    # Small weights: the normaliser (about 0.15) is far from the clamp's floor.
+    torch.manual_seed(4)
+    logits = torch.randn(6, 4)
+    y_i, y_j = torch.tensor([0, 1, 2, 3, 0, 1]), torch.tensor([1, 1, 0, 2, 3, 3])
+    lam = torch.rand(6)
+    weight = torch.tensor([0.01, 0.02, 0.03, 0.04])
+    log_p = torch.log_softmax(logits, 1)
+    num = sum(lam[n] * weight[y_i[n]] * -log_p[n, y_i[n]]
+              + (1 - lam[n]) * weight[y_j[n]] * -log_p[n, y_j[n]] for n in range(6))  # fmt: skip
+    den = sum(lam[n] * weight[y_i[n]] + (1 - lam[n]) * weight[y_j[n]] for n in range(6))
+    got = mixup_cross_entropy(logits, y_i, y_j, lam, weight)
+    assert torch.allclose(got, num / den, atol=1e-6)
+
+
+def test_accuracy_is_per_row() -> None:
+    # Row 0 ranks its positive first, row 1 does not; the largest logit overall is row 0's.
+    logits = torch.tensor([[5.0, 0.0], [0.0, 1.0]])
+    assert contrastive_accuracy(logits) == 0.5
+
+
+def test_logits_take_the_query_dtype() -> None:
+    q = F.normalize(torch.randn(3, 8), dim=1)
+    queue = F.normalize(torch.randn(5, 8), dim=1)
+    logits = info_nce_logits(q, q, queue.bfloat16(), temperature=0.2)
+    assert logits.dtype == torch.float32
+    expected = torch.cat([(q * q).sum(1, keepdim=True), q @ queue.bfloat16().float().T], 1) / 0.2
+    assert torch.allclose(logits, expected, atol=1e-5)
+
+
 def test_mixup_loss_shape_errors() -> None:
     q, k_i, k_j, queue, lam = _mix_inputs()
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"key_i and key_j must have the same shape \(N, D\)"):
         mixup_bce(q, k_i[:3], k_j, lam, 0.2)
-    with pytest.raises(ValueError, match="lam must have shape"):
+    with pytest.raises(ValueError, match=r"lam must have shape \(5,\), got \(2,\)"):
         mixup_info_nce(q, k_i, k_j, queue, lam[:2], 0.2)
     with pytest.raises(ValueError, match="logits must be"):
         mixup_cross_entropy(torch.randn(3, 4), torch.zeros(2, dtype=torch.long),

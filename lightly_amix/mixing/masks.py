@@ -150,14 +150,19 @@ def mask_diagnostics(mask: Tensor, lam: Tensor) -> dict[str, Tensor]:
         produces constant masks, the known trivial solution).
     """
     _check(mask, lam)
-    mask = mask.float()
-    mu = mask_mean(mask)
+    mu, std = per_sample_mean_std(mask)
     return {
         "mask_mean": mu.mean(),
         "mask_lam_gap": (mu - lam.float()).abs().mean(),
-        "mask_std": mask.flatten(1).std(dim=1, unbiased=False).mean(),
+        "mask_std": std.mean(),
         "mask_whole": whole_image(mu).float().mean(),
     }
+
+
+def per_sample_mean_std(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Each mask's mean ``μ_i`` and spatial standard deviation (population), both (N,), fp32."""
+    mask = mask.float()
+    return mask_mean(mask), mask.flatten(1).std(dim=1, unbiased=False)
 
 
 def whole_image(mu: Tensor, margin: float = 0.02) -> Tensor:
@@ -191,8 +196,7 @@ class MaskEpochStatistics:
     def update(self, mask: Tensor, lam: Tensor) -> None:
         """Adds a batch: mask (N, 1, H, W), λ (N,)."""
         _check(mask, lam)
-        mask = mask.detach().float()
-        mu, std = mask_mean(mask), mask.flatten(1).std(dim=1, unbiased=False)
+        mu, std = per_sample_mean_std(mask.detach())
         self._rows.append(torch.stack([mu, std, lam.detach().float()], dim=1))  # (N, 3)
 
     def samples(self) -> Tensor:

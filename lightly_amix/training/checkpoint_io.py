@@ -172,13 +172,27 @@ def _write_error(path: Path, exc: OSError) -> str:
 
 
 # ----------------------------------------------------------------------------- progress
+def load_tensors_only(path: Path) -> Any:
+    """``torch.load`` of tensors and plain containers only (``weights_only``), on the CPU.
+
+    Memory-maps files of the zip format (torch >= 1.6), so that reading a few numbers of a
+    large checkpoint reads only their bytes; a file of the older format is read whole.
+
+    Raises:
+        Exception: What torch raised for the file (several types for torn or foreign files).
+    """
+    with open(path, "rb") as f:
+        zip_format = f.read(4) == b"PK\x03\x04"  # a zip file's local header signature
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=zip_format)
+
+
 def read_progress(path: Path) -> tuple[int, int] | None:
     """``(global_step, epoch)`` of a checkpoint file, or ``None`` if it cannot be read.
 
     Memory-maps the file, so only the few bytes of the two numbers are read.
     """
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = load_tensors_only(path)
     except Exception:  # any unreadable file: torch raises several types
         return None
     if not isinstance(ckpt, dict) or "global_step" not in ckpt:
@@ -270,7 +284,7 @@ def remove_stale_temporary_files(folder: Path, log: Any = print) -> list[Path]:
 
 def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # pragma: no mutate  (a mutated signal would hit a live process)
     except ProcessLookupError:
         return False
     except PermissionError:

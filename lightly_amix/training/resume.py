@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightly.models.modules.memory_bank import MemoryBankModule
 from torch import Tensor, nn
 
@@ -30,6 +29,7 @@ from lightly_amix.checkpoints import method_from_hparams
 from lightly_amix.state_dicts import compare_state_dicts
 from lightly_amix.training.checkpoint_io import (
     MEMORY_BANKS_KEY,
+    load_tensors_only,
     non_finite_summary,
     read_progress,
 )
@@ -119,18 +119,13 @@ def inspect_checkpoint(path: str | Path) -> Candidate:
     if not path.is_file():
         candidate.problem = "it does not exist"
         return candidate
-    ckpt: Any = None
-    reason = ""
-    for mmap in (True, False):  # mmap needs the zip format of torch >= 1.6
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-            break
-        except Exception as exc:  # torch raises several types for torn or foreign files
-            reason = _first_sentence(exc)
-    if ckpt is None:
+    try:
+        ckpt: Any = load_tensors_only(path)
+    except Exception as exc:  # torch raises several types for torn or foreign files
         size = path.stat().st_size
         candidate.problem = (
-            f"it cannot be read: {size} bytes, truncated, empty or not a checkpoint ({reason})"
+            f"it cannot be read: {size} bytes, truncated, empty or not a checkpoint "
+            f"({_first_sentence(exc)})"
         )
         return candidate
     needed = ("state_dict", "global_step", "epoch", "hyper_parameters")
@@ -159,6 +154,8 @@ def _first_sentence(exc: BaseException, limit: int = 120) -> str:
     if not text:
         return type(exc).__name__
     first = text.splitlines()[0].split(". ")[0].rstrip(".")
+    if " " not in first:  # e.g. KeyError: 101 (an unknown pickle opcode)
+        first = f"{type(exc).__name__}: {first}"
     return first if len(first) <= limit else first[: limit - 3] + "..."
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -69,12 +71,16 @@ def test_the_block_sample_has_the_gradient_and_the_mask_loss() -> None:
 @pytest.mark.parametrize(
     "config",
     [MixBlockConfig(), MixBlockConfig.automix(), MixBlockConfig.samix(),
-     MixBlockConfig(variance_norm=True, variance_weight=2.0)],
-    ids=["mix_block_plus", "automix", "samix", "normalised_variance"],
+     MixBlockConfig(variance_norm=True, variance_weight=2.0),
+     MixBlockConfig(variance_norm=True, variance_weight=1.5, mask_margin=0.0,
+                    mask_loss_weight=0.3, mask_loss_reduction="batch")],
+    ids=["mix_block_plus", "automix", "samix", "normalised_variance", "batch_normalised"],
 )  # fmt: skip
 def test_the_block_samples_mask_loss_follows_the_configs_switches(config: MixBlockConfig) -> None:
     torch.manual_seed(0)
-    mixer = LearnedMixup(C, config)
+    # Spatial masks from the start (a large output layer), so that the variance term is far
+    # from 0 and a dropped switch shows.
+    mixer = LearnedMixup(C, replace(config, init_std=3.0, small_init="output", dropout=0.0))
     x, z, perm = _inputs()
     lam = torch.tensor([0.2, 0.4, 0.5, 0.6, 0.8, 0.3])
     _, mask, loss = mixer.block_sample(x, x[perm], z, z[perm], lam)
@@ -88,6 +94,18 @@ def test_the_block_samples_mask_loss_follows_the_configs_switches(config: MixBlo
         variance = ((centred**2).mean(dim=(1, 2, 3)) / (mu * (1 - mu))).mean()
     expected = config.mask_loss_weight * (loss_mean - config.variance_weight * variance)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    # The variance term is 100 × the tolerance: dropping it (or a switch of it) shows.
+    if config.mask_loss == "mean_var":
+        assert config.mask_loss_weight * config.variance_weight * variance > 1e-4
+
+
+def test_the_mixed_images_keep_their_dtype_under_a_float32_mask() -> None:
+    mixer = LearnedMixup(C, MixBlockConfig(dropout=0.0))
+    x, z, perm = _inputs()
+    x_mb, mask, _ = mixer.block_sample(x.bfloat16(), x[perm].bfloat16(), z, z[perm], torch.rand(N))
+    assert mask.dtype == torch.float32 and x_mb.dtype == torch.bfloat16
+    expected = torch.lerp(x[perm].bfloat16(), x.bfloat16(), mask.bfloat16())
+    assert torch.equal(x_mb, expected)
 
 
 @pytest.mark.parametrize("probability", [0.0, 0.25, 1.0])
@@ -103,3 +121,11 @@ def test_lambda_adjusting_in_a_share_of_batches(probability: float) -> None:
         _, mask, _ = mixer.backbone_sample(x, x[perm], z, z[perm], lam)
         adjusted += int(not torch.allclose(mask, raw))
     assert adjusted == pytest.approx(200 * probability, abs=25)
+
+
+def test_masks_of_non_square_images_have_their_height_and_width() -> None:
+    mixer = LearnedMixup(C, MixBlockConfig(dropout=0.0))
+    x, z, perm = _inputs()
+    wide = torch.rand(N, 3, H, 2 * H)
+    x_mb, mask, _ = mixer.block_sample(wide, wide[perm], z, z[perm], torch.rand(N))
+    assert mask.shape == (N, 1, H, 2 * H) and x_mb.shape == wide.shape

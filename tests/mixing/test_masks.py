@@ -13,6 +13,7 @@ from lightly_amix.mixing.masks import (
     mask_diagnostics,
     mask_loss,
     pearson,
+    whole_image,
 )
 
 
@@ -178,3 +179,72 @@ def test_normalised_variance_rewards_sharp_masks_of_any_area_equally() -> None:
     got = mask_loss(soft, lam, margin=0.0, weight=0.1, variance_weight=2.0,
                     normalize_variance=True)  # fmt: skip
     assert got.item() == pytest.approx(float(-0.2 * (var / (mu * (1 - mu))).mean()), abs=1e-6)
+
+
+# --- found unchecked by mutation testing ------------------------------------------------------
+
+
+def _masks() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(4, 1, 5, 5, generator=g), torch.rand(4, generator=g)
+
+
+@pytest.mark.parametrize("kwargs", [{"margin": -0.1}, {"weight": -1.0}, {"variance_weight": -1.0}])
+def test_each_negative_weight_or_margin_is_refused(kwargs: dict[str, float]) -> None:
+    mask, lam = _masks()
+    with pytest.raises(ValueError, match="must be >= 0"):
+        mask_loss(mask, lam, **kwargs)
+
+
+def test_zero_and_fractional_weights_are_allowed() -> None:
+    mask, lam = _masks()
+    assert mask_loss(mask, lam, weight=0.0) == 0
+    no_variance = mask_loss(mask, lam, use_variance=False)
+    assert mask_loss(mask, lam, use_variance=True, variance_weight=0.0) == no_variance
+    half = mask_loss(mask, lam, use_variance=True, variance_weight=0.5)
+    one = mask_loss(mask, lam, use_variance=True, variance_weight=1.0)
+    assert half > one  # the variance term, subtracted, is half as large
+
+
+def test_an_unknown_reduction_names_the_choices() -> None:
+    mask, lam = _masks()
+    with pytest.raises(ValueError) as error:
+        mask_loss(mask, lam, reduction="mean")
+    assert str(error.value) == "Invalid reduction 'mean'. Expected one of: sample, batch."
+
+
+def test_batch_reduction_with_the_normalised_variance() -> None:
+    mask, lam = _masks()
+    got = mask_loss(mask, lam, margin=0.0, weight=1.0, use_variance=True, reduction="batch",
+                    variance_weight=2.0, normalize_variance=True)  # fmt: skip
+    mu = mask.double().mean()
+    variance = ((mask.double() - mu) ** 2).mean() / (mu * (1 - mu))
+    expected = (lam.double().mean() - mu).abs() - 2.0 * variance
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_whole_image_boundaries_are_not_whole() -> None:
+    mu = torch.tensor([0.0199, 0.02, 0.5, 0.98, 0.9801], dtype=torch.float64)
+    assert whole_image(mu).tolist() == [True, False, False, False, True]
+
+
+def test_epoch_statistics_of_given_rows_and_of_none() -> None:
+    stats = MaskEpochStatistics()
+    assert stats.samples().shape == (0, 3)
+    assert stats.compute() == {}
+    mask, lam = _masks()
+    stats.update(mask, lam)  # kept, but compute(rows) reads the rows it is given
+    rows = torch.tensor([[0.2, 0.1, 0.25], [0.6, 0.3, 0.5], [0.99, 0.0, 0.9]])
+    got = stats.compute(rows)
+    assert got["std"] == pytest.approx(0.4 / 3)
+    assert got["lam_gap"] == pytest.approx((0.05 + 0.1 + 0.09) / 3)
+    assert got["whole"] == pytest.approx(1 / 3)
+    assert got["lam_corr"] == pytest.approx(pearson(rows[:, 0], rows[:, 2]))
+
+
+def test_pearson_of_small_values() -> None:
+    # Norms far below 1: the correlation does not depend on the scale.
+    a = torch.tensor([1.0, 2.0, 4.0]) * 1e-3
+    b = torch.tensor([2.0, 1.0, 5.0]) * 1e-3
+    assert pearson(a, b) == pytest.approx(pearson(a * 1e3, b * 1e3))
+    assert 0 < pearson(a, b) < 1

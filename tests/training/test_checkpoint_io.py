@@ -16,6 +16,7 @@ from lightly_amix.training import (
     NonFiniteCheckpointError,
     SafeCheckpointIO,
     atomic_save,
+    atomic_write_text,
     non_finite_summary,
     remove_stale_temporary_files,
 )
@@ -110,3 +111,158 @@ def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path: Path) -> 
     assert remove_stale_temporary_files(tmp_path, log=lines.append) == [dead]
     assert alive.exists() and other.exists() and not dead.exists()
     assert lines[0].startswith(f"Removed {dead.name} (0.0 MiB): a partial save of last.ckpt")
+
+
+# --- found unchecked by mutation testing ------------------------------------------------------
+
+
+def test_config_text_is_written_atomically_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "config.yaml"
+    atomic_write_text(str(target), "a: 1\n")  # a str path works too
+    assert target.read_text() == "a: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+    def fails(src: Any, dst: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(checkpoint_io.os, "replace", fails)
+    with pytest.raises(CheckpointWriteError) as error:
+        atomic_write_text(target, "a: 2\n")
+    assert str(error.value) == (
+        f"could not write {target} (Read-only file system); config.yaml is unchanged. To fix "
+        "it, the file system is read-only; choose another --output-dir, then continue with "
+        "--resume auto."
+    )
+    assert target.read_text() == "a: 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]  # no temporary file
+
+
+@pytest.mark.parametrize(
+    ("exc", "exists", "expected"),
+    [
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True,
+         "(Disk quota exceeded); x.ckpt is unchanged. To fix it, free space within your disk "
+         "quota, then"),
+        (OSError(errno.EACCES, "Permission denied"), False,
+         "(Permission denied); x.ckpt was not created. To fix it, check the folder's "
+         "permissions or choose another --output-dir, then"),
+        (OSError("no errno"), False,
+         "(no errno); x.ckpt was not created. To fix it, check the output folder, then"),
+    ],
+)  # fmt: skip
+def test_write_errors_say_what_to_do(
+    exc: OSError, exists: bool, expected: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "x.ckpt"
+    if exists:
+        path.write_bytes(b"")
+    message = checkpoint_io._write_error(path, exc)
+    assert message == f"could not write {path} {expected} continue with --resume auto."
+
+
+def test_non_finite_summary_names_three_tensors_and_the_queue() -> None:
+    state = {f"w{i}": torch.tensor([float("nan")]) for i in range(5)} | {"ok": torch.ones(1)}
+    assert non_finite_summary({"state_dict": state}) == (
+        "5 of 6 weight tensors hold NaN or inf (e.g. w0, w1, w2)"
+    )
+    banks = {checkpoint_io.MEMORY_BANKS_KEY: {"bank": {"bank": torch.tensor([float("inf")])}}}
+    assert non_finite_summary(banks) == "its queue holds NaN or inf"  # no state_dict at all
+
+
+def test_progress_of_files_that_are_not_checkpoints(tmp_path: Path) -> None:
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    assert checkpoint_io.read_progress(tmp_path / "list.ckpt") is None
+    torch.save({"global_step": 7}, tmp_path / "no_epoch.ckpt")
+    assert checkpoint_io.read_progress(tmp_path / "no_epoch.ckpt") == (7, -1)
+
+
+def test_kept_names_count_up_instead_of_overwriting(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    assert checkpoint_io._keep_name(path, 40) == tmp_path / "last-step40.ckpt"
+    (tmp_path / "last-step40.ckpt").touch()
+    assert checkpoint_io._keep_name(path, 40) == tmp_path / "last-step40-2.ckpt"
+    (tmp_path / "last-step40-2.ckpt").touch()
+    assert checkpoint_io._keep_name(path, 40) == tmp_path / "last-step40-3.ckpt"
+
+
+def test_equal_progress_is_overwritten_and_folders_are_created(tmp_path: Path) -> None:
+    lines: list[str] = []
+    target = tmp_path / "a" / "b" / "last.ckpt"  # missing parents are made
+    SafeCheckpointIO(log=lines.append).save_checkpoint(_ckpt(12), target)
+    # Another launch writing the same progress (e.g. a rerun of the same epoch): no copy kept.
+    SafeCheckpointIO(log=lines.append).save_checkpoint(_ckpt(12), target)
+    assert lines == [] and sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+    # A checkpoint without an epoch counts as epoch -1: less than epoch 1 at the same step.
+    atomic_save({**_ckpt(12), "epoch": 1}, target)
+    no_epoch = {k: v for k, v in _ckpt(12).items() if k != "epoch"}
+    SafeCheckpointIO(log=lines.append).save_checkpoint(no_epoch, target)
+    assert (target.parent / "last-step12.ckpt").is_file() and len(lines) == 1
+
+
+def test_the_refusal_names_the_step_and_the_remedy(tmp_path: Path) -> None:
+    io = SafeCheckpointIO(log=lambda line: None)
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(NonFiniteCheckpointError) as error:
+        io.save_checkpoint(_ckpt(7, value=float("nan")), target)
+    assert str(error.value) == (
+        f"refusing to write {target} at step 7: 1 of 2 weight tensors hold NaN or inf (e.g. w). "
+        "last.ckpt is unchanged. Training has diverged: use --precision 32-true or a lower "
+        "optim.base_lr, and resume from the last valid checkpoint or start again."
+    )
+    with pytest.raises(TypeError, match="^SafeCheckpointIO takes no storage_options.$"):
+        io.save_checkpoint(_ckpt(1), target, storage_options={})
+
+
+def test_loads_are_tensors_only_on_the_cpu_and_memory_mapped_for_the_zip_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, Any]] = []
+    original = torch.load
+
+    def recording(path: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "load", recording)
+    torch.save(_ckpt(3), tmp_path / "zip.ckpt")
+    torch.save(_ckpt(4), tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)
+    assert checkpoint_io.read_progress(tmp_path / "zip.ckpt") == (3, 0)
+    assert checkpoint_io.read_progress(tmp_path / "old.ckpt") == (4, 0)
+    assert calls == [
+        {"map_location": "cpu", "weights_only": True, "mmap": True},
+        {"map_location": "cpu", "weights_only": True, "mmap": False},
+    ]
+
+
+def test_progress_of_a_dict_without_a_step_is_unknown(tmp_path: Path) -> None:
+    torch.save({"epoch": 3}, tmp_path / "x.ckpt")
+    assert checkpoint_io.read_progress(tmp_path / "x.ckpt") is None
+
+
+def test_equal_progress_without_epochs_is_overwritten(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    no_epoch = {k: v for k, v in _ckpt(12).items() if k != "epoch"}
+    atomic_save(no_epoch, target)
+    lines: list[str] = []
+    SafeCheckpointIO(log=lines.append).save_checkpoint(no_epoch, target)
+    assert lines == [] and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_every_stale_file_is_found_whatever_comes_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Files that are not temporary saves come first in the listing; the scan goes on past them.
+    (tmp_path / "-notes.tmp").write_bytes(b"x")
+    (tmp_path / ".cache").mkdir()
+    dead = tmp_path / ".last.ckpt.999999999.tmp"
+    dead.write_bytes(b"x" * 3 * 2**20)
+    listing = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(listing(self))))
+    lines: list[str] = []
+    assert remove_stale_temporary_files(tmp_path, log=lines.append) == [dead]
+    assert lines == [
+        f"Removed {dead.name} (3.0 MiB): a partial save of last.ckpt left by an interrupted "
+        "process."
+    ]
