@@ -266,3 +266,41 @@ def test_every_stale_file_is_found_whatever_comes_before_it(
         f"Removed {dead.name} (3.0 MiB): a partial save of last.ckpt left by an interrupted "
         "process."
     ]
+
+
+def test_cleanup_errors_do_not_hide_the_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The temporary file cannot be removed either (e.g. the disk went read-only): the user
+    # still gets the write error that says what to do, not the cleanup's OSError.
+    def disk_full(obj: Any, path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cannot_unlink(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(checkpoint_io, "_write_file", disk_full)
+    monkeypatch.setattr(Path, "unlink", cannot_unlink)
+    with pytest.raises(CheckpointWriteError, match="No space left on device"):
+        atomic_save(_ckpt(1), tmp_path / "last.ckpt")
+    monkeypatch.setattr(checkpoint_io.Path, "write_text", lambda self, text: disk_full(0, self))
+    with pytest.raises(CheckpointWriteError, match="No space left on device"):
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    stale = tmp_path / ".last.ckpt.999999999.tmp"
+    stale.touch()
+    assert remove_stale_temporary_files(tmp_path, log=lambda line: None) == []  # not removed
+
+
+def test_a_folder_that_cannot_be_synced_still_gets_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = os.open
+
+    def no_directories(path: Any, flags: int, *args: Any) -> int:
+        if Path(path).is_dir():
+            raise OSError(errno.EINVAL, "Invalid argument")  # e.g. some network file systems
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(checkpoint_io.os, "open", no_directories)
+    atomic_save(_ckpt(2), tmp_path / "last.ckpt")
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 2
