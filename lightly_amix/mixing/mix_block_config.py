@@ -191,7 +191,7 @@ class MixBlockConfig:
         gives it none, so its masks cannot follow a λ' drawn per sample), the mask loss is
         taken per sample without a margin, the variance term divided by ``μ (1 − μ)`` is added,
         and the area term is 3 × the authors' (mask lab row ``b7``, ``benchmarks/RESULTS.md``;
-        over 3 seeds: spatial std 0.36–0.38, correlation with λ' ≥ 0.91, |mean − λ'| ≤ 0.10).
+        over 3 seeds: spatial std 0.35–0.38, correlation with λ' ≥ 0.91, |mean − λ'| ≤ 0.10).
         The rows before it: with the normalised term × 2 (``b2``) the masks followed λ but
         stayed blends (std 0.07); × 5 (``b3``) or × 3 (``b4``) made them sharp but blind to λ
         in seed 1; × 4 (``b5``) followed λ in every seed but ended 0.13 away from it in two,
