@@ -111,29 +111,24 @@ def _automix_rows() -> dict[str, tuple[str, str, tuple[str, ...]]]:
     training = ("mixing.alpha=2.0", "mixing.block_lam=batch", "mixing.heads=two",
                 "optim.final_lr_ratio=0.5", "mixing.momentum_hold=0.1",
                 "mixing.momentum_end=0.999999")  # fmt: skip
+    normalised = (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true")
+
+    def weighted(weight: float) -> tuple[str, ...]:
+        return (*normalised, f"mix_block.variance_weight={weight}")
+
     return {
         "b0": ("amix", "AutoMix as the authors' code (block and training)", (*code, *training)),
         "b1": ("amix", "AutoMix's block (code) + λ as a channel, mask loss per sample", given),
-        "b2": ("amix", "b1 + the variance term divided by μ(1 − μ), × 2",
-               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
-                "mix_block.variance_weight=2.0")),
-        "b3": ("amix", "b1 + the variance term divided by μ(1 − μ), × 5",
-               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
-                "mix_block.variance_weight=5.0")),
-        "b4": ("amix", "b1 + the variance term divided by μ(1 − μ), × 3",
-               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
-                "mix_block.variance_weight=3.0")),
-        "b5": ("amix", "b1 + the variance term divided by μ(1 − μ), × 4",
-               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
-                "mix_block.variance_weight=4.0")),
+        "b2": ("amix", "b1 + the variance term divided by μ(1 − μ), × 2", weighted(2.0)),
+        "b3": ("amix", "b1 + the variance term divided by μ(1 − μ), × 5", weighted(5.0)),
+        "b4": ("amix", "b1 + the variance term divided by μ(1 − μ), × 3", weighted(3.0)),
+        "b5": ("amix", "b1 + the variance term divided by μ(1 − μ), × 4", weighted(4.0)),
         "b6": ("amix", "b5 with no margin on the area loss",
-               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
-                "mix_block.variance_weight=4.0", "mix_block.mask_margin=0.0")),
+               (*weighted(4.0), "mix_block.mask_margin=0.0")),
         # mask_loss_weight scales both terms: × 3 with the variance weight / 3 makes the
         # area term 3 × stronger and leaves the variance term's strength (0.1 × 4) as in b6.
         "b7": ("amix", "b6 with the area term × 3 (the variance term's strength unchanged)",
-               (*given, "mix_block.mask_loss=mean_var", "mix_block.variance_norm=true",
-                "mix_block.mask_margin=0.0", "mix_block.mask_loss_weight=0.3",
+               (*normalised, "mix_block.mask_margin=0.0", "mix_block.mask_loss_weight=0.3",
                 "mix_block.variance_weight=1.3333333")),
     }  # fmt: skip
 
